@@ -1,0 +1,45 @@
+# The two commands of the README (`make train`, `make test`) set everything up themselves:
+# a .venv with the pinned torch, the package in editable mode, and the data set.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/cnn.yaml
+
+.PHONY: train test test-slow setup data lint format bench tensorboard clean
+
+train: setup data  ## Train the default model (the CNN), then test the best checkpoint
+	$(PY) -m fashion_lightning fit --config $(CONFIG)
+
+test: setup data  ## The fast test suite (a few minutes on 2 cores)
+	$(PY) -m pytest -q
+
+test-slow: setup data  ## Real-data end-to-end runs: the MLP to its floor, 2-process DDP
+	$(PY) -m pytest -q -m slow
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+data: setup
+	PY=$(PY) bash scripts/get_data.sh
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup data  ## Speed benchmarks, each printing times and ratios against its baseline
+	for script in scripts/bench_*.py; do $(PY) $$script || exit 1; done
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir lightning_logs
+
+clean:
+	rm -rf lightning_logs .pytest_cache .ruff_cache

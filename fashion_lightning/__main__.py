@@ -1,0 +1,122 @@
+"""The command line: `python -m fashion_lightning fit|validate|test|predict --config configs/X.yaml`.
+
+A LightningCLI with the project's defaults (TensorBoard under lightning_logs/, best and last
+checkpoints, learning-rate monitor, seed 0). `fit` ends by testing the best checkpoint on the
+official test set. User mistakes come out as one paragraph on stderr and exit status 2.
+"""
+
+import sys
+import textwrap
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from fashion_lightning.callbacks import PredictionWriter
+from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
+
+# Names that `--ckpt_path` resolves itself rather than reading a file.
+SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+
+
+def trainer_defaults() -> dict:
+    """The Trainer's defaults; built per run, since callbacks keep state (e.g. the best checkpoint)."""
+    checkpoint = ModelCheckpoint(
+        monitor="val/acc",
+        mode="max",
+        save_last=True,
+        filename="epoch={epoch}-val_acc={val/acc:.4f}",
+        auto_insert_metric_name=False,
+    )
+    return {
+        "max_epochs": 10,
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
+        },
+        "callbacks": [checkpoint, LearningRateMonitor(), PredictionWriter()],
+    }
+
+
+class FashionCLI(LightningCLI):
+    """LightningCLI over `ClassifierModule` and `FashionMNISTDataModule`."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        ckpt_path = self.ckpt_path()
+        if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters into the config
+            self.check_ckpt_network(ckpt_path)
+
+    def ckpt_path(self) -> str | None:
+        """The checkpoint file the subcommand will load, if it names one."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        return path if path and path not in SPECIAL_CKPT_PATHS else None
+
+    def check_ckpt_network(self, path: str) -> None:
+        """A checkpoint written through this CLI records its network: refuse a config whose
+        network differs, rather than silently testing another model than the one asked for."""
+        saved = load_checkpoint(path).get("hyper_parameters", {}).get("net")
+        wanted_net = self.config[self.config.subcommand].model.net
+        if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
+            raise FashionLightningError(
+                f"--ckpt_path {path} holds a {saved.get('class_path')} but the config builds a "
+                f"{wanted_net.class_path}. Pass the config the checkpoint was trained with: "
+                f"{config_hint(path)}."
+            )
+
+    def after_instantiate_classes(self) -> None:
+        """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
+        self.datamodule.load()
+        ckpt_path = self.ckpt_path()
+        if ckpt_path:
+            self.model.check_checkpoint(ckpt_path)
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint on the official test set and say where everything is."""
+        trainer = self.trainer
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        report_fit(trainer.log_dir, best, results[0] if results else {})
+
+
+@rank_zero_only
+def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> None:
+    acc = metrics.get("test/acc")
+    lines = [f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"]
+    if best:
+        lines.append(f"Best checkpoint: {best} (last.ckpt beside it)")
+    if log_dir:
+        lines.append(f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)")
+    print("\n" + "\n".join(lines))
+
+
+def user_error(error: Exception) -> str:
+    """The error as one wrapped paragraph; paths and options are never split across lines."""
+    return textwrap.fill(f"error: {error}", width=100, subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False)  # fmt: skip
+
+
+def cli_main(args: ArgsType = None) -> FashionCLI:
+    """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings."""
+    try:
+        return FashionCLI(
+            ClassifierModule,
+            FashionMNISTDataModule,
+            trainer_defaults=trainer_defaults(),
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except FashionLightningError as e:
+        print(user_error(e), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    cli_main()

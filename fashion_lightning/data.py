@@ -1,0 +1,206 @@
+"""The Lightning DataModule: Fashion-MNIST as uint8 tensors in memory, batched by slicing.
+
+The whole data set is 55 MB of uint8, so it lives in memory and a batch is one fancy-index into it,
+about 170x faster than a torchvision `DataLoader` that turns every image into a PIL object and back
+(see scripts/bench_loader.py). Conversion to float, normalization and augmentation happen once per
+batch as tensor ops in `on_after_batch_transfer`, i.e. on the GPU when there is one (airbench's
+recipe, KellerJordan/cifar10-airbench).
+"""
+
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from fashion_lightning import idx
+from fashion_lightning.errors import FashionLightningError
+
+Batch = tuple[Tensor, Tensor]
+
+
+class TensorBatches:
+    """Batches `(images (B, 1, 28, 28) uint8, labels (B,) int64)` sliced from in-memory tensors.
+
+    Under DDP each rank takes every `world_size`-th sample of the (shuffled) order, so ranks never
+    share a sample. Training shards are cut to equal length so every rank takes the same number of
+    optimizer steps; evaluation shards keep every sample, so metrics count each one exactly once.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0  # advances every pass so each epoch gets a new, reproducible order
+
+    def sample_indices(self) -> Tensor:
+        """Indices of the samples this rank visits in the coming pass, in order."""
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(self.rank, n, self.world_size)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(n, generator=generator)  # same order on every rank
+        per_rank = n // self.world_size
+        return order[self.rank :: self.world_size][:per_rank]
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        per_rank = (
+            n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        )
+        return -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        indices = self.sample_indices()
+        self.epoch += 1
+        for batch in indices.split(self.batch_size):
+            yield self.images[batch], self.labels[batch]
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Fashion-MNIST: 55k train / 5k validation (split by `seed`) from the official 60k, and the
+    official 10k test set, which `predict` also uses."""
+
+    class_names = idx.CLASS_NAMES
+    num_classes = idx.NUM_CLASSES
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        seed: int = 0,
+        random_crop: int = 0,
+        horizontal_flip: bool = False,
+        download: bool = True,
+    ) -> None:
+        """
+        Args:
+            data_dir: Folder with the four IDX files (.gz or raw). When unset: $FASHION_MNIST_DIR,
+                /usr/share/datasets/fashion-mnist, data/FashionMNIST/raw, then a download into data/.
+            batch_size: Training batch size (per process under DDP).
+            eval_batch_size: Batch size for validation, test and predict; larger is faster.
+            val_size: Training images held out for validation.
+            seed: Seed of the train/validation split and of the shuffling order.
+            random_crop: Training augmentation: pad by this many pixels and crop back to 28x28 at a
+                random offset (0 turns it off).
+            horizontal_flip: Training augmentation: mirror half of each batch left to right.
+            download: Allow torchvision to download the data when no local copy is found.
+        """
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise FashionLightningError(f"--data.{name} is {value}; it must be at least 1.")
+        if not 0 < val_size < 60000:
+            raise FashionLightningError(
+                f"--data.val_size is {val_size}; it must lie between 1 and 59999 (default 5000)."
+            )
+        if random_crop < 0:
+            raise FashionLightningError(
+                f"--data.random_crop is {random_crop}; use 0 (off) or more."
+            )
+        self.save_hyperparameters()
+        self.data_dir, self.download, self.seed = data_dir, download, seed
+        self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.random_crop, self.horizontal_flip = random_crop, horizontal_flip
+        self.splits: dict[str, Batch] = {}
+
+    def prepare_data(self) -> None:
+        """Find (or download) the files once, before any process reads them."""
+        idx.find_data_dir(self.data_dir, self.download)
+
+    def load(self) -> None:
+        """Read and validate the files into memory; idempotent, so the CLI can call it early."""
+        if self.splits:
+            return
+        folder = idx.find_data_dir(self.data_dir, download=False)
+        train_images, train_labels = _as_tensors(*idx.load_split(folder, "train"))
+        if self.val_size >= len(train_labels):
+            raise FashionLightningError(
+                f"--data.val_size is {self.val_size} but {folder} holds only {len(train_labels)} "
+                f"training images; choose a smaller val_size."
+            )
+        order = torch.from_numpy(np.random.default_rng(self.seed).permutation(len(train_labels)))
+        val, train = order[: self.val_size], order[self.val_size :]
+        self.splits = {
+            "train": (train_images[train], train_labels[train]),
+            "val": (train_images[val], train_labels[val]),
+            "test": _as_tensors(*idx.load_split(folder, "test")),
+        }
+        self.splits["predict"] = self.splits["test"]
+
+    def setup(self, stage: str) -> None:
+        self.load()
+
+    def _batches(self, split: str, train: bool = False) -> TensorBatches:
+        images, labels = self.splits[split]
+        trainer = self.trainer
+        return TensorBatches(
+            images,
+            labels,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test")
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._batches("predict")
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, augment=training), labels
+
+    def transform(self, images: Tensor, augment: bool = False) -> Tensor:
+        """uint8 (B, 1, 28, 28) -> normalized float32, augmented when `augment` is set."""
+        x = images.float().div_(255)
+        if augment and self.random_crop:
+            x = random_crop(x, self.random_crop)
+        if augment and self.horizontal_flip:
+            x = random_flip(x)
+        return x.sub_(idx.PIXEL_MEAN).div_(idx.PIXEL_STD)
+
+
+def _as_tensors(images: np.ndarray, labels: np.ndarray) -> Batch:
+    """(N, 28, 28) uint8 and (N,) uint8 arrays -> (N, 1, 28, 28) uint8 and (N,) int64 tensors."""
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()
+
+
+def random_crop(x: Tensor, pad: int) -> Tensor:
+    """Shift each image by its own random offset in [-pad, pad]^2, filling with black, by one
+    gather from the zero-padded batch (no per-image loop)."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device) + dy)[:, :, None]  # (B, H, 1)
+    cols = (torch.arange(w, device=x.device) + dx)[:, None, :]  # (B, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded[batch, 0, rows, cols].unsqueeze(1)  # (B, 1, H, W)
+
+
+def random_flip(x: Tensor) -> Tensor:
+    """Mirror a random half of the batch left to right."""
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)

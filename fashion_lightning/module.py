@@ -1,0 +1,183 @@
+"""The one LightningModule: trains any classifier network given to it.
+
+MLP, CNN and faster recipes differ only by the `net`, optimizer and schedule chosen in YAML; the
+training behaviour below is written once and shared (as in Lightning's `backbone_image_classifier`).
+"""
+
+import math
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from fashion_lightning.errors import FashionLightningError
+
+STAGES = ("train", "val", "test")
+
+
+def adamw(params) -> torch.optim.Optimizer:
+    """The default optimizer: AdamW at lr 1e-3, PyTorch's default weight decay (0.01)."""
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+class ClassifierModule(L.LightningModule):
+    """Softmax classification of images into `num_classes` with cross-entropy."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = adamw,
+        warmup_fraction: float = 0.0,
+        lr_decay: Literal["none", "linear", "cosine"] = "none",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            net: The network, e.g. `fashion_lightning.models.CNN`; maps images to logits.
+            num_classes: Number of classes (linked from the DataModule by the CLI).
+            optimizer: Optimizer class and its arguments, e.g. `torch.optim.SGD` with `lr`.
+            warmup_fraction: Fraction of all training steps over which the learning rate rises
+                linearly from 0 to its peak.
+            lr_decay: Decay after warm-up, per step, to 0 at the last step.
+            label_smoothing: Training-loss label smoothing; validation and test report plain
+                cross-entropy so their losses compare across configs.
+        """
+        super().__init__()
+        with warnings.catch_warnings():  # `net` is dropped below when it cannot be a hyperparameter
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            self.save_hyperparameters()
+        # From YAML, `net` and `optimizer` arrive as configs (class_path + init_args) and are kept,
+        # so a checkpoint knows its network. Objects built in Python are not data: drop them.
+        for key in ("net", "optimizer"):
+            if not isinstance(self.hparams.get(key), dict | str):
+                self.hparams.pop(key, None)
+        self.net = net
+        self.make_optimizer = optimizer
+        self.warmup_fraction, self.lr_decay = warmup_fraction, lr_decay
+        self.label_smoothing = label_smoothing
+        # Per-stage metric objects ("train" cannot be a ModuleDict key: it is nn.Module.train).
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """The step shared by train, val and test: loss, accuracy and their logs."""
+        x, y = batch
+        logits = self(x)
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        acc, mean_loss = self.metrics[f"{stage}_acc"], self.metrics[f"{stage}_loss"]
+        acc.update(logits, y)
+        mean_loss.update(loss.detach(), weight=len(y))
+        if stage == "train":  # per step for the progress bar and curve, per epoch for plots
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/loss_epoch", mean_loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Predicted class index (B,) and class probabilities (B, num_classes) per image."""
+        probs = self(batch[0]).softmax(dim=-1)
+        return {"pred": probs.argmax(dim=-1), "probs": probs}
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters())
+        if not self.warmup_fraction and self.lr_decay == "none":
+            return optimizer
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = WarmupDecay(total, round(self.warmup_fraction * total), self.lr_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def check_checkpoint(self, path: str | Path) -> None:
+        """Raise a clear error unless the checkpoint at `path` holds weights for this network."""
+        state = load_checkpoint(path).get("state_dict", {})
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        reshaped = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+        if missing or unexpected or reshaped:
+            detail = "; ".join(
+                f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                   ("other shape", reshaped))
+                if keys
+            )  # fmt: skip
+            raise FashionLightningError(
+                f"--ckpt_path {path} holds the weights of a different network than the config builds "
+                f"({detail}). Pass the config the checkpoint was trained with: {config_hint(path)}."
+            )
+
+
+class WarmupDecay:
+    """Learning-rate factor per step: linear warm-up to 1, then linear or cosine decay to 0."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, decay: str) -> None:
+        self.total, self.warmup, self.decay = total_steps, warmup_steps, decay
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        if self.decay == "linear":
+            return 1.0 - progress
+        if self.decay == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint as a dict, or a clear error when `path` is missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FashionLightningError(
+            f"--ckpt_path {path} does not exist. Checkpoints are written under "
+            f"lightning_logs/version_N/checkpoints/ (last.ckpt and the best by val/acc)."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
+        raise FashionLightningError(
+            f"--ckpt_path {path} is not a readable Lightning checkpoint ({type(e).__name__}). "
+            f"Pass a .ckpt file written by `python -m fashion_lightning fit`."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise FashionLightningError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict). Pass a .ckpt "
+            f"file written by `python -m fashion_lightning fit`."
+        )
+    return checkpoint
+
+
+def config_hint(ckpt_path: str | Path) -> str:
+    """Where the config of the run that wrote `ckpt_path` is, as `--config PATH` advice."""
+    config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
+    if config.is_file():
+        return f"--config {config}"
+    return "the same --config (configs/mlp.yaml or configs/cnn.yaml) used to train it"

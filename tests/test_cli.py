@@ -1,0 +1,190 @@
+"""The CLI end to end on tiny synthetic data: fit/validate/test/predict, checkpoints, logs, errors."""
+
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from conftest import CONFIGS, config, scalars
+
+from fashion_lightning.__main__ import cli_main
+from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.models import CNN, MLP
+from fashion_lightning.module import ClassifierModule
+
+
+@pytest.fixture
+def fitted_mlp(tiny_args: list[str]):
+    """A finished tiny MLP fit (CLI object) in the test's run folder."""
+    return cli_main(["fit", config("mlp"), *tiny_args])
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_fit_writes_events_checkpoints_config_and_tests(name: str, tiny_args: list[str]) -> None:
+    cli = cli_main(["fit", config(name), *tiny_args])
+    log_dir = Path(cli.trainer.log_dir).resolve()
+    assert log_dir.parent.name == "lightning_logs" and log_dir.parent.parent == Path.cwd()
+    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).name.startswith("epoch=")
+    assert (log_dir / "config.yaml").is_file()
+    logged = scalars(log_dir)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
+        assert tag in logged, tag
+    assert len(logged["val/acc"]) == 2 and 0.0 <= logged["test/acc"][-1] <= 1.0
+    assert any(tag.startswith("lr-") for tag in logged)
+
+
+@pytest.mark.parametrize("net", [MLP(), CNN(channels=[4, 8])], ids=["mlp", "cnn"])
+def test_module_runs_a_fast_dev_run(net: torch.nn.Module, fake_data_dir: Path, run_dir) -> None:
+    model = ClassifierModule(net, lr_decay="cosine", warmup_fraction=0.5)
+    data = FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=16, batch_size=8)
+    trainer = L.Trainer(fast_dev_run=2, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, data)
+    assert trainer.callback_metrics["train/loss"].isfinite()
+    assert 0 <= trainer.callback_metrics["val/acc"] <= 1
+
+
+def test_the_tiny_problem_is_learned(tiny_args: list[str]) -> None:
+    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=15"])
+    assert cli.trainer.callback_metrics["test/acc"] > 0.5  # chance is 0.1
+
+
+def test_same_seed_gives_identical_metrics(tiny_args: list[str]) -> None:
+    runs = [cli_main(["fit", config("cnn"), *tiny_args]).trainer.callback_metrics for _ in range(2)]
+    assert runs[0].keys() == runs[1].keys()
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_checkpoint_reloads_to_identical_predictions(fitted_mlp, fake_data_dir: Path) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    reloaded = ClassifierModule.load_from_checkpoint(best)  # the network comes from hparams
+    x = torch.randn(8, 1, 28, 28)
+    fitted_mlp.model.eval()
+    assert torch.equal(reloaded.eval()(x), fitted_mlp.model(x))
+
+
+def test_test_subcommand_reproduces_the_fit_score(fitted_mlp, tiny_args: list[str]) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    after_fit = fitted_mlp.trainer.callback_metrics["test/acc"]
+    cli = cli_main(["test", config("mlp"), *tiny_args, f"--ckpt_path={best}"])
+    assert cli.trainer.callback_metrics["test/acc"] == after_fit
+
+
+def test_predict_writes_one_row_per_test_image(fitted_mlp, tiny_args: list[str]) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}"])
+    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")
+    assert len(table) == 40 and list(table["index"]) == list(range(40))
+    probs = table[list(FashionMNISTDataModule.class_names)].to_numpy()
+    assert abs(probs.sum(axis=1) - 1).max() < 1e-4
+    assert (probs.argmax(axis=1) == table["pred"]).all()
+
+
+def assert_user_error(args: list[str], capsys, *words: str) -> str:
+    """The CLI exits non-zero with a message holding `words`, no traceback, and no run folder."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert exit_info.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_missing_data_folder_is_one_clear_error(tiny_args, capsys, run_dir: Path) -> None:
+    assert_user_error(
+        ["fit", config("mlp"), *tiny_args, "--data.data_dir=/no/such/dir"],
+        capsys,
+        "error:",
+        "/no/such/dir",
+        "apt-get install dataset-fashion-mnist",
+    )
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_corrupt_data_file_leaves_no_run_folder(
+    tiny_args, capsys, tmp_path: Path, fake_data_dir: Path, run_dir: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in fake_data_dir.iterdir():
+        broken.joinpath(f.name).write_bytes(
+            f.read_bytes()[: -50 if "t10k-images" in f.name else None]
+        )
+    assert_user_error(
+        ["test", config("mlp"), *tiny_args, f"--data.data_dir={broken}"],
+        capsys,
+        "t10k-images-idx3-ubyte.gz",
+        "truncated",
+    )
+    assert not (run_dir / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--model.no_such_option=1"], ["no_such_option"]),
+        (["--data.batch_size=many"], ["batch_size", "many"]),
+        (["--trainer.max_epochs=1.5"], ["max_epochs"]),
+    ],
+)
+def test_bad_options_are_named(tiny_args, capsys, extra, words) -> None:
+    assert_user_error(["fit", config("mlp"), *tiny_args, *extra], capsys, *words)
+
+
+def test_unknown_key_in_a_config_file_is_named(tiny_args, capsys, run_dir: Path) -> None:
+    bad = run_dir / "bad.yaml"
+    bad.write_text((CONFIGS / "mlp.yaml").read_text() + "  learning_rate: 0.1\n")
+    assert_user_error(["fit", f"--config={bad}", *tiny_args], capsys, "learning_rate")
+
+
+def test_missing_checkpoint_is_one_clear_error(tiny_args, capsys, run_dir: Path) -> None:
+    assert_user_error(
+        ["test", config("mlp"), *tiny_args, "--ckpt_path=gone.ckpt"],
+        capsys,
+        "gone.ckpt",
+        "does not exist",
+    )
+    assert not (run_dir / "lightning_logs").exists()
+
+
+def test_checkpoint_of_the_other_network_is_refused(fitted_mlp, tiny_args, capsys) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    runs_before = sorted(Path("lightning_logs").iterdir())
+    assert_user_error(
+        ["test", config("cnn"), *tiny_args, f"--ckpt_path={best}"],
+        capsys,
+        best,
+        "MLP",
+        "CNN",
+        "config.yaml",
+    )
+    assert sorted(Path("lightning_logs").iterdir()) == runs_before
+
+
+def test_checkpoint_without_hparams_is_checked_by_its_weights(
+    tiny_args, capsys, fake_data_dir, run_dir: Path
+) -> None:
+    model = ClassifierModule(MLP())  # built in Python: no network config in the checkpoint
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0)
+    trainer.fit(model, FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=16))
+    trainer.save_checkpoint(run_dir / "plain.ckpt")
+    assert_user_error(
+        ["test", config("cnn"), *tiny_args, "--ckpt_path=plain.ckpt"],
+        capsys,
+        "plain.ckpt",
+        "different network",
+    )
+
+
+def test_not_a_checkpoint_is_one_clear_error(tiny_args, capsys, run_dir: Path) -> None:
+    (run_dir / "notes.ckpt").write_text("not a checkpoint")
+    assert_user_error(
+        ["test", config("mlp"), *tiny_args, "--ckpt_path=notes.ckpt"],
+        capsys,
+        "notes.ckpt",
+        "not a readable Lightning checkpoint",
+    )

@@ -1,0 +1,112 @@
+"""The DataModule: batches, split, sharding, normalization and augmentation."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashion_lightning import idx
+from fashion_lightning.data import FashionMNISTDataModule, TensorBatches, random_crop, random_flip
+from fashion_lightning.errors import FashionLightningError
+
+
+def sample_ids(images: torch.Tensor) -> set[int]:
+    """The id that `synthetic_split` writes into pixels (0, 0) and (0, 1) of every image."""
+    return {int(a) * 256 + int(b) for a, b in images[:, 0, 0, :2].tolist()}
+
+
+def loaded(data_dir: Path, **kwargs) -> FashionMNISTDataModule:
+    dm = FashionMNISTDataModule(data_dir=str(data_dir), val_size=16, batch_size=16, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_batches_have_the_right_shapes_and_types(fake_data_dir: Path) -> None:
+    dm = loaded(fake_data_dir)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (16, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (16,) and labels.dtype == torch.int64
+    assert len(dm.train_dataloader()) == 5 and len(dm.test_dataloader()) == 1
+    assert dm.class_names[0] == "T-shirt/top" and dm.num_classes == 10
+
+
+def test_split_is_deterministic_disjoint_and_complete(fake_data_dir: Path) -> None:
+    a, b, c = loaded(fake_data_dir), loaded(fake_data_dir), loaded(fake_data_dir, seed=1)
+    train, val = sample_ids(a.splits["train"][0]), sample_ids(a.splits["val"][0])
+    assert len(val) == 16 and not train & val and len(train | val) == 96
+    assert val == sample_ids(b.splits["val"][0])
+    assert val != sample_ids(c.splits["val"][0])
+
+
+def test_training_order_is_reshuffled_each_epoch_and_reproducible(fake_data_dir: Path) -> None:
+    def epochs(dm: FashionMNISTDataModule) -> list[torch.Tensor]:
+        loader = dm.train_dataloader()
+        return [torch.cat([y for _, y in loader]) for _ in range(2)]
+
+    first, second = epochs(loaded(fake_data_dir)), epochs(loaded(fake_data_dir))
+    assert all(torch.equal(x, y) for x, y in zip(first, second))
+    assert not torch.equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("n", [40, 41])
+def test_ddp_shards_count_every_eval_sample_once(n: int) -> None:
+    images, labels = torch.zeros(n, 1, 28, 28, dtype=torch.uint8), torch.arange(n)
+    seen = [torch.cat([y for _, y in TensorBatches(images, labels, 8, rank=r, world_size=3)])
+            for r in range(3)]  # fmt: skip
+    assert sorted(torch.cat(seen).tolist()) == list(range(n))
+
+
+def test_ddp_training_shards_are_disjoint_and_equal(fake_data_dir: Path) -> None:
+    images, labels = torch.zeros(41, 1, 28, 28, dtype=torch.uint8), torch.arange(41)
+    shards = [TensorBatches(images, labels, 8, shuffle=True, rank=r, world_size=2) for r in (0, 1)]
+    seen = [torch.cat([y for _, y in shard]) for shard in shards]
+    assert len(seen[0]) == len(seen[1]) == 20 and len(shards[0]) == len(shards[1]) == 3
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+
+
+def test_transform_normalizes_with_the_dataset_statistics(fake_data_dir: Path) -> None:
+    dm = loaded(fake_data_dir)
+    images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
+    out = dm.transform(images).flatten()
+    expected = torch.tensor([0.0, 1.0]).sub(idx.PIXEL_MEAN).div(idx.PIXEL_STD)
+    assert torch.allclose(out, expected)
+
+
+def test_real_training_pixels_are_standardized(real_data_dir: Path) -> None:
+    dm = FashionMNISTDataModule(data_dir=str(real_data_dir))
+    dm.setup("fit")
+    x = dm.transform(dm.splits["train"][0])
+    assert abs(x.mean().item()) < 0.01 and abs(x.std().item() - 1) < 0.01
+    assert len(dm.splits["train"][1]) == 55000 and len(dm.splits["test"][1]) == 10000
+
+
+def test_random_crop_shifts_content_within_the_padding() -> None:
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    out = random_crop(x, pad=2)
+    assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 64)
+    rows = out.sum(dim=(1, 3)).squeeze(1).argmax(dim=-1)  # first lit row per image
+    assert rows.min() >= 8 and rows.max() <= 12 and len(rows.unique()) > 1
+
+
+def test_random_flip_mirrors_about_half() -> None:
+    x = torch.arange(28.0).expand(200, 1, 28, 28)
+    out = random_flip(x)
+    flipped = out[:, 0, 0, 0] == 27
+    assert torch.equal(out[flipped], x[flipped].flip(-1)) and torch.equal(
+        out[~flipped], x[~flipped]
+    )
+    assert 60 < flipped.sum() < 140
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("val_size", 0), ("batch_size", 0), ("random_crop", -1)]
+)
+def test_bad_options_name_themselves(option: str, value: int) -> None:
+    with pytest.raises(FashionLightningError, match=f"--data.{option}"):
+        FashionMNISTDataModule(**{option: value})
+
+
+def test_val_size_larger_than_the_data_is_an_error(fake_data_dir: Path) -> None:
+    with pytest.raises(FashionLightningError, match="val_size"):
+        FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=500).setup("fit")

@@ -1,0 +1,33 @@
+"""The networks on their own: output shapes and parameter counts."""
+
+import pytest
+import torch
+
+from fashion_lightning.models import CNN, MLP
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    ("net", "params"),
+    [
+        (MLP(), 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10),
+        (MLP(hidden_sizes=[]), 784 * 10 + 10),
+        (CNN(), (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (64 * 7 * 7 * 128 + 128) + 1290),
+        (CNN(channels=[8], batch_norm=False), (9 * 8 + 8) + (8 * 14 * 14 * 128 + 128) + 1290),
+    ],
+)
+def test_output_shape_and_parameter_count(net: torch.nn.Module, params: int) -> None:
+    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    assert n_params(net) == params
+
+
+def test_num_classes_sets_the_output_width() -> None:
+    assert MLP(num_classes=3)(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+    assert CNN(num_classes=3)(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+
+
+def test_mlp_exposes_its_linear_layers_in_order() -> None:
+    assert [layer.out_features for layer in MLP(hidden_sizes=[64, 32]).linears] == [64, 32, 10]

@@ -1,0 +1,36 @@
+"""Real-data end-to-end runs, minutes each: `make test-slow`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import config, scalars
+
+from fashion_lightning.__main__ import cli_main
+
+pytestmark = pytest.mark.slow
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def test_mlp_reaches_its_accuracy_floor(real_data_dir: Path, run_dir: Path) -> None:
+    cli = cli_main(["fit", config("mlp"), *QUIET])
+    assert cli.trainer.callback_metrics["test/acc"] >= 0.89
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_dir: Path) -> None:
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    cmd = [sys.executable, "-m", "fashion_lightning", "fit", config("mlp"), *ddp, *QUIET,
+           "--trainer.max_epochs=2"]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=run_dir)
+    (run,) = (run_dir / "lightning_logs").iterdir()  # rank 0 alone writes: one run folder
+    logged = scalars(run)
+    (best,) = (c for c in (run / "checkpoints").glob("*.ckpt") if c.name != "last.ckpt")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+    one = ["--ckpt_path", str(best), *QUIET]
+    test = cli_main(["test", config("mlp"), *one]).trainer.callback_metrics
+    val = cli_main(["validate", config("mlp"), *one]).trainer.callback_metrics
+    assert test["test/acc"].item() == pytest.approx(logged["test/acc"][-1], abs=1e-6)
+    assert val["val/acc"].item() == pytest.approx(max(logged["val/acc"]), abs=1e-6)
+    assert test["test/acc"] > 0.8
