@@ -7,15 +7,28 @@ from pathlib import Path
 import pytest
 from conftest import config, scalars
 
+from fashion_lightning import reference
 from fashion_lightning.__main__ import cli_main
 
 pytestmark = pytest.mark.slow
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def test_mlp_reaches_its_accuracy_floor(real_data_dir: Path, run_dir: Path) -> None:
+def test_mlp_reaches_its_floor_and_the_numpy_reference_agrees(real_data_dir, run_dir) -> None:
     cli = cli_main(["fit", config("mlp"), *QUIET])
-    assert cli.trainer.callback_metrics["test/acc"] >= 0.89
+    acc = cli.trainer.callback_metrics["test/acc"].item()
+    assert acc >= 0.89
+    numpy = reference.main(
+        ["--evaluate-checkpoint", cli.trainer.checkpoint_callback.best_model_path]
+    )
+    assert numpy["test_acc"] == pytest.approx(
+        acc, abs=1e-4
+    )  # float64 vs float32: one image at most
+
+
+def test_numpy_reference_trains_to_its_floor(real_data_dir: Path) -> None:
+    result = reference.main(["--hidden", "256", "128", "--epochs", "10", "--seed", "0"])
+    assert result["test_acc"] >= 0.885
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_dir: Path) -> None:
