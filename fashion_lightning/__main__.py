@@ -6,7 +6,7 @@ official test set. User mistakes come out as one paragraph on stderr and exit st
 """
 
 import sys
-import textwrap
+from typing import NoReturn
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fashion_lightning.callbacks import PredictionWriter
 from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.errors import FashionLightningError, paragraph
 from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
 
 # Names that `--ckpt_path` resolves itself rather than reading a file.
@@ -40,8 +40,26 @@ def trainer_defaults() -> dict:
     }
 
 
+class ArgumentParser(LightningArgumentParser):
+    """Reports a bad option or config value in one paragraph instead of the full usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
+            super().error(message, ex)
+        hint = (
+            "Run `python -m fashion_lightning SUBCOMMAND --help` to list every option and its type."
+        )
+        message = " ".join(message.split()).rstrip(".")
+        print(paragraph(f"{message}. {hint}"), file=sys.stderr)
+        raise SystemExit(2)
+
+
 class FashionCLI(LightningCLI):
     """LightningCLI over `ClassifierModule` and `FashionMNISTDataModule`."""
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        kwargs.setdefault("allow_abbrev", False)  # `--model.lr` must not mean `--model.lr_decay`
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -96,12 +114,6 @@ def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> Non
     print("\n" + "\n".join(lines))
 
 
-def user_error(error: Exception) -> str:
-    """The error as one wrapped paragraph; paths and options are never split across lines."""
-    return textwrap.fill(f"error: {error}", width=100, subsequent_indent="  ",
-                         break_long_words=False, break_on_hyphens=False)  # fmt: skip
-
-
 def cli_main(args: ArgsType = None) -> FashionCLI:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings."""
     try:
@@ -111,10 +123,12 @@ def cli_main(args: ArgsType = None) -> FashionCLI:
             trainer_defaults=trainer_defaults(),
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            parser_class=ArgumentParser,
+            parser_kwargs={"prog": "python -m fashion_lightning"},
             args=args,
         )
     except FashionLightningError as e:
-        print(user_error(e), file=sys.stderr)
+        print(paragraph(str(e)), file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.errors import FashionLightningError, paragraph
 
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -179,4 +179,4 @@ if __name__ == "__main__":  # `python -m fashion_lightning.idx`: find (or downlo
     try:
         print(find_data_dir())
     except FashionLightningError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(paragraph(str(error)))

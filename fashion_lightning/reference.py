@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lightning import idx
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.errors import FashionLightningError, paragraph
 
 Weights = list[tuple[np.ndarray, np.ndarray]]  # [(W (O, I), b (O,)), ...] input side first
 
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if args.metrics_json:
             write_json(result, args.metrics_json)
     except FashionLightningError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(paragraph(str(error)))
     return result
 
 

@@ -127,6 +127,7 @@ def test_corrupt_data_file_leaves_no_run_folder(
     ("extra", "words"),
     [
         (["--model.no_such_option=1"], ["no_such_option"]),
+        (["--model.lr=0.1"], ["unrecognized", "--model.lr"]),  # no prefix match to lr_decay
         (["--data.batch_size=many"], ["batch_size", "many"]),
         (["--trainer.max_epochs=1.5"], ["max_epochs"]),
     ],
