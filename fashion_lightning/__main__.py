@@ -132,5 +132,10 @@ def cli_main(args: ArgsType = None) -> FashionCLI:
         raise SystemExit(2) from None
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The `fashion-lightning` console script."""
     cli_main()
+
+
+if __name__ == "__main__":
+    main()
