@@ -6,16 +6,22 @@ official test set. User mistakes come out as one paragraph on stderr and exit st
 """
 
 import sys
+import warnings
+from pathlib import Path
 from typing import NoReturn
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from fashion_lightning.callbacks import PredictionWriter
+from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, paragraph
 from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
+from fashion_lightning.report import report
+
+# Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
+warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 
 # Names that `--ckpt_path` resolves itself rather than reading a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
@@ -36,7 +42,7 @@ def trainer_defaults() -> dict:
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
         },
-        "callbacks": [checkpoint, LearningRateMonitor(), PredictionWriter()],
+        "callbacks": [checkpoint, LearningRateMonitor(), PredictionWriter(), TensorBoardImages()],
     }
 
 
@@ -114,9 +120,20 @@ def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> Non
     print("\n" + "\n".join(lines))
 
 
-def cli_main(args: ArgsType = None) -> FashionCLI:
-    """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings."""
+def report_main(args: list[str]) -> Path:
+    """The `report` subcommand: its options are `report()`'s typed, documented arguments."""
+    parser = ArgumentParser(prog="python -m fashion_lightning report", description=report.__doc__)
+    parser.add_function_arguments(report)
+    return report(**parser.parse_args(args).as_dict())
+
+
+def cli_main(args: ArgsType = None) -> FashionCLI | Path:
+    """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
+    `report` is handled here; fit, validate, test and predict by the LightningCLI."""
+    argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, list) and argv[:1] == ["report"]:
+            return report_main(argv[1:])
         return FashionCLI(
             ClassifierModule,
             FashionMNISTDataModule,

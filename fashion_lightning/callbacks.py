@@ -3,10 +3,16 @@
 import os
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
 
+from fashion_lightning import plots
+from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.idx import CLASS_NAMES
 
 
@@ -39,3 +45,88 @@ def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:
     partial = path.with_suffix(path.suffix + ".partial")
     table.to_csv(partial, index=False, float_format="%.6f")
     os.replace(partial, path)
+
+
+class TensorBoardImages(Callback):
+    """Pictures in TensorBoard's Images tab, and results in its HParams tab:
+
+    - `val/confusion_matrix` after every validation epoch (all ranks' images, synced);
+    - `fit/samples`, a grid of training images per class, when a fit starts;
+    - `val/misclassified`, the most confident mistakes of the last validation epoch, when it ends;
+    - the model's and data's hyperparameters with the final test metrics, after a test.
+
+    Does nothing without a TensorBoardLogger.
+    """
+
+    def __init__(self, misclassified: int = 16) -> None:
+        self.misclassified = misclassified
+        self.confusion = MulticlassConfusionMatrix(len(CLASS_NAMES))
+        self.mistakes: dict[str, Tensor] = {}
+        self.seen = 0
+
+    @staticmethod
+    def _writer(trainer: L.Trainer):
+        logger = trainer.logger
+        return logger.experiment if isinstance(logger, TensorBoardLogger) else None
+
+    def _add_figure(self, trainer: L.Trainer, tag: str, fig) -> None:
+        writer = self._writer(trainer)
+        if writer is not None and trainer.is_global_zero:
+            writer.add_figure(tag, fig, global_step=trainer.global_step, close=True)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, FashionMNISTDataModule) and self._writer(trainer) is not None:
+            images, labels = datamodule.splits["train"]
+            fig = plots.sample_grid(images[:2000, 0].numpy(), labels[:2000].numpy(), CLASS_NAMES)
+            self._add_figure(trainer, "fit/samples", fig)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.confusion = self.confusion.to(pl_module.device)
+        self.confusion.reset()
+        self.mistakes, self.seen = {}, 0
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ):
+        images, labels = batch
+        self.confusion.update(outputs, labels)
+        probs = outputs.float().softmax(dim=-1)
+        wrong = probs.argmax(dim=-1) != labels
+        self.seen += len(labels)
+        found = {"images": FashionMNISTDataModule.to_uint8(images[wrong, 0]),
+                 "labels": labels[wrong], "probs": probs[wrong]}  # fmt: skip
+        merged = {
+            k: torch.cat([self.mistakes[k], v]) if self.mistakes else v for k, v in found.items()
+        }
+        keep = merged["probs"].max(dim=-1).values.argsort(descending=True)[: self.misclassified]
+        self.mistakes = {k: v[keep] for k, v in merged.items()}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrix = self.confusion.compute()  # every rank takes part in the sync
+        if not trainer.sanity_checking:
+            self._add_figure(
+                trainer,
+                "val/confusion_matrix",
+                plots.confusion_matrix(matrix.cpu().numpy(), CLASS_NAMES),
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.mistakes and len(self.mistakes["labels"]):
+            m = {k: v.cpu().numpy() for k, v in self.mistakes.items()}
+            title = f"Most confident mistakes of the last validation epoch ({self.seen} images)"
+            fig = plots.misclassified_grid(
+                m["images"], m["labels"], m["probs"], CLASS_NAMES, title=title
+            )
+            self._add_figure(trainer, "val/misclassified", fig)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger):
+            return
+        params = {"model": dict(pl_module.hparams)}
+        if trainer.datamodule is not None:
+            params["data"] = dict(trainer.datamodule.hparams)
+        metrics = {f"hp/{k.replace('/', '_')}": v.item() for k, v in trainer.callback_metrics.items()
+                   if k.startswith("test/")}  # fmt: skip
+        logger.log_hyperparams(params, metrics)

@@ -110,7 +110,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             raise FashionLightningError(
                 f"--data.random_crop is {random_crop}; use 0 (off) or more."
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # TensorBoardImages logs them with results
         self.data_dir, self.download, self.seed = data_dir, download, seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.random_crop, self.horizontal_flip = random_crop, horizontal_flip
@@ -172,6 +172,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
         return self.transform(images, augment=training), labels
+
+    @staticmethod
+    def to_uint8(x: Tensor) -> Tensor:
+        """Undo `transform`'s normalization: float batch -> uint8 images for display."""
+        return (x * idx.PIXEL_STD + idx.PIXEL_MEAN).mul(255).round().clamp(0, 255).to(torch.uint8)
 
     def transform(self, images: Tensor, augment: bool = False) -> Tensor:
         """uint8 (B, 1, 28, 28) -> normalized float32, augmented when `augment` is set."""

@@ -53,7 +53,7 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         with warnings.catch_warnings():  # `net` is dropped below when it cannot be a hyperparameter
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
-            self.save_hyperparameters()
+            self.save_hyperparameters(logger=False)  # TensorBoardImages logs them with results
         # From YAML, `net` and `optimizer` arrive as configs (class_path + init_args) and are kept,
         # so a checkpoint knows its network. Objects built in Python are not data: drop them.
         for key in ("net", "optimizer"):
@@ -72,7 +72,7 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         """The step shared by train, val and test: loss, accuracy and their logs."""
         x, y = batch
         logits = self(x)
@@ -87,16 +87,17 @@ class ClassifierModule(L.LightningModule):
         else:
             self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Returns the logits, for callbacks (confusion matrix, misclassified images)."""
+        return self._step(batch, "val")[1].detach()
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")[1].detach()
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Predicted class index (B,) and class probabilities (B, num_classes) per image."""

@@ -20,6 +20,11 @@ def config(name: str) -> str:
     return f"--config={CONFIGS / name}.yaml"
 
 
+def flat(text: str) -> str:
+    """Text with every run of whitespace as one space: messages are wrapped at 100 columns."""
+    return " ".join(text.split())
+
+
 def scalars(log_dir: str | Path) -> dict[str, list[float]]:
     """Every scalar series in a run's TensorBoard event files."""
     events = EventAccumulator(str(log_dir))

@@ -6,7 +6,8 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIGS, config, scalars
+from conftest import CONFIGS, config, flat, scalars
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashion_lightning.__main__ import cli_main
 from fashion_lightning.data import FashionMNISTDataModule
@@ -33,6 +34,17 @@ def test_fit_writes_events_checkpoints_config_and_tests(name: str, tiny_args: li
         assert tag in logged, tag
     assert len(logged["val/acc"]) == 2 and 0.0 <= logged["test/acc"][-1] <= 1.0
     assert any(tag.startswith("lr-") for tag in logged)
+    images = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    images.Reload()
+    assert set(images.Tags()["images"]) == {
+        "fit/samples",
+        "val/confusion_matrix",
+        "val/misclassified",
+    }
+    assert (
+        len(images.Images("val/confusion_matrix")) == 2
+    )  # one per epoch, none for the sanity check
+    assert "_hparams_/session_start_info" in images.PluginTagToContent("hparams")
 
 
 @pytest.mark.parametrize("net", [MLP(), CNN(channels=[4, 8])], ids=["mlp", "cnn"])
@@ -87,7 +99,7 @@ def assert_user_error(args: list[str], capsys, *words: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
         cli_main(args)
     assert exit_info.value.code not in (0, None)
-    err = capsys.readouterr().err
+    err = flat(capsys.readouterr().err)
     assert "Traceback" not in err
     for word in words:
         assert word in err, err

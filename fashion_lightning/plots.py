@@ -1,0 +1,164 @@
+"""Pictures of data and results, as matplotlib Figures (Agg backend: no display needed).
+
+Every function takes plain NumPy arrays or a pandas DataFrame and returns a Figure; the caller saves
+it as a PNG (`save_png`) or sends it to TensorBoard (`logger.experiment.add_figure`). Images are
+drawn dark-on-white (the `gray_r` colormap) so they read on paper as well as on screen.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+IMAGE_CMAP = "gray_r"
+TRAIN, EVAL = "#1f77b4", "#d62728"  # blue and red stay distinct in grayscale print too
+
+
+def sample_grid(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], per_class: int = 8
+) -> Figure:
+    """One row per class: its name, then the first `per_class` images of that class."""
+    n_classes = len(class_names)
+    fig, axes = plt.subplots(n_classes, per_class, figsize=(per_class * 0.9 + 1.4, n_classes * 0.9))
+    for row, name in enumerate(class_names):
+        chosen = np.flatnonzero(labels == row)[:per_class]
+        for col, ax in enumerate(axes[row]):
+            if col < len(chosen):
+                ax.imshow(images[chosen[col]], cmap=IMAGE_CMAP, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle("Fashion-MNIST: samples per class")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: pd.DataFrame) -> Figure:
+    """Loss and accuracy per epoch. `history` has an `epoch` column and any of `train_loss`,
+    `val_loss`, `test_loss`, `train_acc`, `val_acc`, `test_acc` (the NumPy reference's
+    --metrics-json history has this shape too)."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+        for split, color, style in (
+            ("train", TRAIN, "-"),
+            ("val", EVAL, "--"),
+            ("test", EVAL, ":"),
+        ):
+            column = f"{split}_{metric}"
+            if column in history and history[column].notna().any():
+                rows = history[history[column].notna()]
+                ax.plot(
+                    rows["epoch"], rows[column], style, color=color, marker="o", ms=3, label=split
+                )
+        ax.set_xlabel("epoch")
+        ax.set_title("cross-entropy loss" if metric == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    acc_ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Counts (left) and each true class's row as fractions (right); rows are true classes."""
+    matrix = np.asarray(matrix)
+    normalized = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(17, 7.5))
+    for ax, values, title, fmt in (
+        (axes[0], matrix, "counts", lambda v: f"{int(v)}"),
+        (axes[1], normalized, "fraction of each true class", lambda v: f"{v:.2f}"),
+    ):
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() or 1)
+        for (i, j), v in np.ndenumerate(values):
+            if v:
+                dark = v > 0.6 * values.max()
+                ax.text(j, i, fmt(v), ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")  # fmt: skip
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, class_names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"Confusion matrix: {title}")
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    n: int = 16,
+    title: str | None = None,
+) -> Figure:
+    """The `n` wrong predictions made with the highest confidence, each titled true / predicted.
+    `title` defaults to a count of the mistakes among the images given."""
+    preds, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    wrong = np.flatnonzero(preds != labels)
+    worst = wrong[np.argsort(-confidence[wrong])][:n]
+    cols = 4
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst):
+        ax.imshow(images[i], cmap=IMAGE_CMAP, vmin=0, vmax=255)
+        ax.set_title(f"true: {class_names[labels[i]]}\npred: {class_names[preds[i]]} "
+                     f"({confidence[i]:.0%})", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        title or f"Most confident mistakes ({len(wrong):,} of {len(labels):,} images wrong)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def prediction_bars(
+    image: np.ndarray, probs: np.ndarray, class_names: Sequence[str], label: int | None = None
+) -> Figure:
+    """One image beside its predicted class probabilities; the true class is marked."""
+    fig, (img_ax, bar_ax) = plt.subplots(1, 2, figsize=(9, 3.6), width_ratios=[1, 1.8])
+    img_ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
+    img_ax.axis("off")
+    if label is not None:
+        img_ax.set_title(f"true class: {class_names[label]}")
+    y = np.arange(len(class_names))
+    colors = [EVAL if i == label else TRAIN for i in y]
+    bar_ax.barh(y, probs, color=colors)
+    bar_ax.set_yticks(y, class_names)
+    bar_ax.invert_yaxis()
+    bar_ax.set_xlim(0, 1)
+    bar_ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    bar_ax.set_title(f"predicted: {class_names[int(probs.argmax())]} ({probs.max():.1%})")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_table(matrix: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class from a confusion matrix (rows = true class)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits = np.diag(matrix)
+    precision = hits / np.maximum(matrix.sum(axis=0), 1)
+    recall = hits / np.maximum(matrix.sum(axis=1), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    support = matrix.sum(axis=1).astype(int)
+    table = pd.DataFrame(
+        {"precision": precision, "recall": recall, "f1": f1, "support": support},
+        index=pd.Index(list(class_names), name="class"),
+    )
+    return table
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save and close (figures hold memory until closed)."""
+    fig.savefig(path, dpi=dpi, facecolor="white")  # layouts are tight already: exact pixel size
+    plt.close(fig)
+    return Path(path)

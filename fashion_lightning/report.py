@@ -1,0 +1,194 @@
+"""`python -m fashion_lightning report --ckpt_path PATH [--out DIR]`: a checkpoint's results as a
+folder of pictures and tables.
+
+The checkpoint is evaluated on the official test set; the folder gets the sample grid, confusion
+matrix, most confident mistakes, one prediction's probabilities, the training curves (when the
+run's TensorBoard event files sit beside the checkpoint), a per-class table as CSV and Markdown, and
+`report.md` embedding them all. It is written to a temporary folder and moved into place, so a
+failed report leaves nothing behind.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fashion_lightning import plots
+from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.idx import CLASS_NAMES
+from fashion_lightning.module import ClassifierModule, load_checkpoint
+
+# TensorBoard tags -> history columns for the curves.
+CURVE_TAGS = {
+    "train/loss_epoch": "train_loss",
+    "train/acc": "train_acc",
+    "val/loss": "val_loss",
+    "val/acc": "val_acc",
+}
+
+
+def report(ckpt_path: str, out: str | None = None, data_dir: str | None = None) -> Path:
+    """Evaluate a checkpoint on the test set and write its report folder.
+
+    Args:
+        ckpt_path: A checkpoint written by `python -m fashion_lightning fit`.
+        out: The report folder (replaced if it exists). Default: `report/` in the checkpoint's run
+            folder, e.g. lightning_logs/version_0/report.
+        data_dir: Folder with the IDX files; default: the one the checkpoint was trained on.
+    """
+    model = load_model(ckpt_path)
+    out_dir = Path(out) if out else Path(ckpt_path).resolve().parent.parent / "report"
+    overrides = (
+        {"data_dir": data_dir} if data_dir else {}
+    )  # else the data options it was trained with
+    datamodule = FashionMNISTDataModule.load_from_checkpoint(ckpt_path, **overrides)
+    datamodule.load()
+    images, labels = (t.numpy() for t in datamodule.splits["test"])
+    probs = predict(model, datamodule)
+    history = history_from_events(Path(ckpt_path).resolve().parent.parent)
+    with staging_folder(out_dir) as folder:
+        write_report(folder, images[:, 0], labels, probs, history, ckpt_path)
+    print(f"Report written to {out_dir / 'report.md'}")
+    return out_dir
+
+
+def load_model(ckpt_path: str) -> ClassifierModule:
+    """The checkpoint's model, rebuilt from the network config it recorded."""
+    checkpoint = load_checkpoint(ckpt_path)
+    if not isinstance(checkpoint.get("hyper_parameters", {}).get("net"), dict):
+        raise FashionLightningError(
+            f"--ckpt_path {ckpt_path} does not record its network (it was not written by "
+            f"`python -m fashion_lightning fit`), so it cannot be rebuilt for a report."
+        )
+    return ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+
+
+def predict(model: ClassifierModule, datamodule: FashionMNISTDataModule) -> np.ndarray:
+    """Class probabilities (N, C) for the test set, in order, with a plain Lightning Trainer."""
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    batches = trainer.predict(model, datamodule=datamodule)
+    return torch.cat([b["probs"] for b in batches]).float().numpy()
+
+
+def history_from_events(run_dir: Path) -> pd.DataFrame | None:
+    """Per-epoch train/val loss and accuracy from a run's TensorBoard event files, if any."""
+    if not list(run_dir.glob("events.out.tfevents.*")):
+        return None
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    if "epoch" not in tags:
+        return None
+    epoch_at_step = {e.step: int(e.value) for e in events.Scalars("epoch")}
+    columns = {
+        column: {
+            epoch_at_step[e.step]: e.value for e in events.Scalars(tag) if e.step in epoch_at_step
+        }
+        for tag, column in CURVE_TAGS.items()
+        if tag in tags
+    }
+    if not columns:
+        return None
+    history = pd.DataFrame(columns).sort_index()
+    return history.rename_axis("epoch").reset_index().assign(epoch=lambda h: h["epoch"] + 1)
+
+
+class staging_folder:
+    """A temporary folder beside `target` that replaces `target` only if the block succeeds."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __enter__(self) -> Path:
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(
+                tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent)
+            )
+        except OSError as e:
+            raise FashionLightningError(
+                f"--out {self.target}: cannot create a folder there ({e.strerror}: {e.filename}). "
+                f"Choose a folder you can write to, e.g. --out reports/my_run."
+            ) from None
+        return self.tmp
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.target.exists():
+            shutil.rmtree(self.target)
+        os.replace(self.tmp, self.target)
+
+
+def write_report(
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    history: pd.DataFrame | None,
+    ckpt_path: str,
+) -> None:
+    """Every picture and table, then report.md embedding them."""
+    preds = probs.argmax(axis=1)
+    matrix = np.bincount(labels * len(CLASS_NAMES) + preds, minlength=len(CLASS_NAMES) ** 2)
+    matrix = matrix.reshape(len(CLASS_NAMES), len(CLASS_NAMES))
+    example = int(np.flatnonzero(preds != labels)[0]) if (preds != labels).any() else 0
+    figures = {
+        "samples.png": plots.sample_grid(images, labels, CLASS_NAMES),
+        "confusion_matrix.png": plots.confusion_matrix(matrix, CLASS_NAMES),
+        "misclassified.png": plots.misclassified_grid(images, labels, probs, CLASS_NAMES),
+        "prediction.png": plots.prediction_bars(
+            images[example], probs[example], CLASS_NAMES, int(labels[example])
+        ),  # fmt: skip
+    }
+    if history is not None:
+        figures["curves.png"] = plots.training_curves(history)
+    for name, fig in figures.items():
+        plots.save_png(fig, folder / name)
+    table = plots.per_class_table(matrix, CLASS_NAMES)
+    table.to_csv(folder / "per_class.csv", float_format="%.4f")
+    markdown = markdown_table(table)
+    (folder / "per_class.md").write_text(markdown + "\n")
+    accuracy = float((preds == labels).mean())
+    (folder / "report.md").write_text(
+        _report_markdown(ckpt_path, accuracy, len(labels), markdown, figures)
+    )
+
+
+def _report_markdown(ckpt_path: str, accuracy: float, n: int, table: str, figures: dict) -> str:
+    sections = [
+        f"# Report: {ckpt_path}\n",
+        f"Test accuracy: **{accuracy:.2%}** on the official {n:,} test images.\n",
+        "## Per class\n",
+        table + "\n",
+    ]
+    captions = {
+        "curves.png": "Training curves",
+        "confusion_matrix.png": "Confusion matrix",
+        "misclassified.png": "Most confident mistakes",
+        "prediction.png": "One mistake's predicted probabilities",
+        "samples.png": "Test images per class",
+    }
+    for name, caption in captions.items():
+        if name in figures:
+            sections.append(f"## {caption}\n\n![{caption}]({name})\n")
+    return "\n".join(sections)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The per-class table in Markdown (pandas' to_markdown would need the `tabulate` package)."""
+    header = "| class | " + " | ".join(table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    rows = [
+        f"| {name} | {row.precision:.4f} | {row.recall:.4f} | {row.f1:.4f} | {int(row.support)} |"
+        for name, row in table.iterrows()
+    ]
+    return "\n".join([header, rule, *rows])

@@ -1,0 +1,98 @@
+"""Pictures and the report: every PNG is valid and of the expected size; every file is written."""
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import config, flat, synthetic_split
+
+from fashion_lightning import plots, reference
+from fashion_lightning.__main__ import cli_main
+from fashion_lightning.idx import CLASS_NAMES
+
+IMAGES, LABELS = synthetic_split(60, seed=0)
+PROBS = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=60)
+MATRIX = np.bincount(LABELS * 10 + PROBS.argmax(1), minlength=100).reshape(10, 10)
+HISTORY = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5], "val_loss": [0.9, 0.8, 0.7],
+                        "train_acc": [0.6, 0.7, 0.8], "val_acc": [0.55, 0.65, 0.7]})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plots.sample_grid(IMAGES, LABELS, CLASS_NAMES, per_class=4),
+        lambda: plots.training_curves(HISTORY),
+        lambda: plots.confusion_matrix(MATRIX, CLASS_NAMES),
+        lambda: plots.misclassified_grid(IMAGES, LABELS, PROBS, CLASS_NAMES, n=6),
+        lambda: plots.prediction_bars(IMAGES[0], PROBS[0], CLASS_NAMES, int(LABELS[0])),
+    ],
+    ids=["samples", "curves", "confusion", "misclassified", "prediction"],
+)
+def test_each_plot_writes_a_png_of_its_figure_size(make, tmp_path: Path) -> None:
+    fig = make()
+    width, height = (fig.get_size_inches() * 100).round().astype(int)
+    path = plots.save_png(fig, tmp_path / "figure.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == (height, width)
+    assert pixels.std() > 0.05  # something is drawn
+
+
+def test_curves_draw_the_numpy_reference_history(fake_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    reference.main(["--data-dir", str(fake_data_dir), "--epochs", "2", "--hidden", "16",
+                    "--batch-size", "32", "--metrics-json", str(out)])  # fmt: skip
+    history = pd.DataFrame(json.loads(out.read_text())["history"])
+    fig = plots.training_curves(history)
+    labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+    assert labels == ["train", "test", "train", "test"]
+
+
+def test_per_class_table_from_a_known_matrix() -> None:
+    matrix = np.array([[8, 2], [1, 9]])
+    table = plots.per_class_table(matrix, ["a", "b"])
+    assert table.loc["a", "precision"] == pytest.approx(8 / 9)
+    assert table.loc["a", "recall"] == pytest.approx(0.8)
+    assert table.loc["b", "f1"] == pytest.approx(2 * (9 / 11) * 0.9 / (9 / 11 + 0.9))
+    assert list(table["support"]) == [10, 10]
+
+
+def test_report_writes_every_file(tiny_args: list[str], fake_data_dir: Path, run_dir: Path) -> None:
+    fit = cli_main(["fit", config("cnn"), *tiny_args])
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    out = cli_main(["report", f"--ckpt_path={ckpt}", f"--data_dir={fake_data_dir}"])
+    assert out == Path(fit.trainer.log_dir).resolve() / "report"
+    expected = {"samples.png", "confusion_matrix.png", "misclassified.png", "prediction.png",
+                "curves.png", "per_class.csv", "per_class.md", "report.md"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == expected
+    table = pd.read_csv(out / "per_class.csv", index_col="class")
+    assert list(table.index) == list(CLASS_NAMES) and table["support"].sum() == 40
+    report_md = (out / "report.md").read_text()
+    assert (
+        "Test accuracy:" in report_md and "![Confusion matrix](confusion_matrix.png)" in report_md
+    )
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".report")] == []
+
+
+def test_report_errors_leave_nothing_behind(fitted_ckpt_and_dir, capsys, run_dir: Path) -> None:
+    ckpt, data_dir = fitted_ckpt_and_dir
+    blocker = run_dir / "file.txt"
+    blocker.write_text("a file, not a folder")
+    cases = [
+        ([f"--ckpt_path={ckpt}", f"--out={blocker}/report"], "cannot create a folder there"),
+        (["--ckpt_path=missing.ckpt"], "does not exist"),
+    ]
+    for args, words in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["report", *args, f"--data_dir={data_dir}"])
+        assert exit_info.value.code == 2 and words in flat(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["file.txt", "lightning_logs"]
+
+
+@pytest.fixture
+def fitted_ckpt_and_dir(tiny_args: list[str], fake_data_dir: Path) -> tuple[str, Path]:
+    fit = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1"])
+    return fit.trainer.checkpoint_callback.best_model_path, fake_data_dir
