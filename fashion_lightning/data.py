@@ -180,12 +180,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def transform(self, images: Tensor, augment: bool = False) -> Tensor:
         """uint8 (B, 1, 28, 28) -> normalized float32, augmented when `augment` is set."""
-        x = images.float().div_(255)
-        if augment and self.random_crop:
-            x = random_crop(x, self.random_crop)
-        if augment and self.horizontal_flip:
-            x = random_flip(x)
-        return x.sub_(idx.PIXEL_MEAN).div_(idx.PIXEL_STD)
+        if augment and (self.random_crop or self.horizontal_flip):  # on uint8: 4x fewer bytes
+            images = random_crop_flip(images, self.random_crop, self.horizontal_flip)
+        return images.float().sub_(255 * idx.PIXEL_MEAN).mul_(1 / (255 * idx.PIXEL_STD))
 
 
 def _as_tensors(images: np.ndarray, labels: np.ndarray) -> Batch:
@@ -193,19 +190,18 @@ def _as_tensors(images: np.ndarray, labels: np.ndarray) -> Batch:
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()
 
 
-def random_crop(x: Tensor, pad: int) -> Tensor:
-    """Shift each image by its own random offset in [-pad, pad]^2, filling with black, by one
-    gather from the zero-padded batch (no per-image loop)."""
+def random_crop_flip(x: Tensor, pad: int, flip: bool) -> Tensor:
+    """Shift each image by its own random offset in [-pad, pad]^2, filling with black, and, if
+    `flip`, mirror a random half of them: all in one gather from the zero-padded batch, since a
+    mirrored crop just reads its columns right to left."""
     b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    padded = torch.nn.functional.pad(x[:, 0], (pad, pad, pad, pad))  # (B, H + 2 pad, W + 2 pad)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    if flip:
+        mirrored = torch.rand(b, 1, device=x.device) < 0.5
+        cols = torch.where(mirrored, cols.flip(-1), cols)
     rows = (torch.arange(h, device=x.device) + dy)[:, :, None]  # (B, H, 1)
-    cols = (torch.arange(w, device=x.device) + dx)[:, None, :]  # (B, 1, W)
+    cols = (cols + dx)[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded[batch, 0, rows, cols].unsqueeze(1)  # (B, 1, H, W)
-
-
-def random_flip(x: Tensor) -> Tensor:
-    """Mirror a random half of the batch left to right."""
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return padded[batch, rows, cols].unsqueeze(1)  # (B, 1, H, W)

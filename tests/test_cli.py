@@ -47,6 +47,14 @@ def test_fit_writes_events_checkpoints_config_and_tests(name: str, tiny_args: li
     assert "_hparams_/session_start_info" in images.PluginTagToContent("hparams")
 
 
+def test_fit_without_a_logger_still_checkpoints_and_tests(tiny_args, capsys, run_dir) -> None:
+    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.logger=false"])
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).is_file()
+    out = capsys.readouterr().out
+    assert "Test accuracy:" in out and "TensorBoard" not in out
+    assert not (run_dir / "lightning_logs").exists()
+
+
 @pytest.mark.parametrize("net", [MLP(), CNN(channels=[4, 8])], ids=["mlp", "cnn"])
 def test_module_runs_a_fast_dev_run(net: torch.nn.Module, fake_data_dir: Path, run_dir) -> None:
     model = ClassifierModule(net, lr_decay="cosine", warmup_fraction=0.5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fashion_lightning import idx
-from fashion_lightning.data import FashionMNISTDataModule, TensorBatches, random_crop, random_flip
+from fashion_lightning.data import FashionMNISTDataModule, TensorBatches, random_crop_flip
 from fashion_lightning.errors import FashionLightningError
 
 
@@ -83,7 +83,7 @@ def test_real_training_pixels_are_standardized(real_data_dir: Path) -> None:
 def test_random_crop_shifts_content_within_the_padding() -> None:
     x = torch.zeros(64, 1, 28, 28)
     x[:, :, 10:18, 10:18] = 1.0
-    out = random_crop(x, pad=2)
+    out = random_crop_flip(x, pad=2, flip=False)
     assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 64)
     rows = out.sum(dim=(1, 3)).squeeze(1).argmax(dim=-1)  # first lit row per image
     assert rows.min() >= 8 and rows.max() <= 12 and len(rows.unique()) > 1
@@ -91,12 +91,29 @@ def test_random_crop_shifts_content_within_the_padding() -> None:
 
 def test_random_flip_mirrors_about_half() -> None:
     x = torch.arange(28.0).expand(200, 1, 28, 28)
-    out = random_flip(x)
+    out = random_crop_flip(x, pad=0, flip=True)
     flipped = out[:, 0, 0, 0] == 27
     assert torch.equal(out[flipped], x[flipped].flip(-1)) and torch.equal(
         out[~flipped], x[~flipped]
     )
     assert 60 < flipped.sum() < 140
+
+
+def test_crop_and_flip_together_keep_every_pixel_of_a_centred_image() -> None:
+    x = torch.zeros(100, 1, 28, 28)
+    x[:, :, 6:22, 4:20] = torch.arange(1.0, 17.0)  # a left-to-right ramp: flips are visible
+    out = random_crop_flip(x, pad=2, flip=True)
+    assert torch.equal(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+    ramp = out[:, 0].amax(dim=1)  # (B, W): brightest pixel per column
+    lit = ramp > 0
+    rising = torch.stack([r[m].diff().gt(0).all() for r, m in zip(ramp, lit)])
+    assert 20 < rising.sum() < 80  # some mirrored, some not
+
+
+def test_transform_round_trips_to_uint8(fake_data_dir: Path) -> None:
+    images = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    dm = loaded(fake_data_dir)
+    assert torch.equal(FashionMNISTDataModule.to_uint8(dm.transform(images)), images)
 
 
 @pytest.mark.parametrize(
