@@ -36,7 +36,8 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 bench: setup data  ## Speed benchmarks, each printing times and ratios against its baseline
-	for script in scripts/bench_*.py; do $(PY) $$script || exit 1; done
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'  # scikit-learn, for bench_reference
+	for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir lightning_logs

@@ -38,6 +38,7 @@ class ClassifierModule(L.LightningModule):
         warmup_fraction: float = 0.0,
         lr_decay: Literal["none", "linear", "cosine"] = "none",
         label_smoothing: float = 0.0,
+        tta_flip: bool = False,
     ) -> None:
         """
         Args:
@@ -49,6 +50,8 @@ class ClassifierModule(L.LightningModule):
             lr_decay: Decay after warm-up, per step, to 0 at the last step.
             label_smoothing: Training-loss label smoothing; validation and test report plain
                 cross-entropy so their losses compare across configs.
+            tta_flip: Test-time augmentation: outside training, average the logits of each image
+                and its mirror image (costs a second forward pass; use with flip-trained nets).
         """
         super().__init__()
         with warnings.catch_warnings():  # `net` is dropped below when it cannot be a hyperparameter
@@ -62,7 +65,7 @@ class ClassifierModule(L.LightningModule):
         self.net = net
         self.make_optimizer = optimizer
         self.warmup_fraction, self.lr_decay = warmup_fraction, lr_decay
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.tta_flip = label_smoothing, tta_flip
         # Per-stage metric objects ("train" cannot be a ModuleDict key: it is nn.Module.train).
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
@@ -70,6 +73,8 @@ class ClassifierModule(L.LightningModule):
             self.metrics[f"{stage}_loss"] = MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.tta_flip and not self.training:
+            return (self.net(x) + self.net(x.flip(-1))) / 2
         return self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:

@@ -21,9 +21,9 @@ def fitted_mlp(tiny_args: list[str]):
     return cli_main(["fit", config("mlp"), *tiny_args])
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_fast"])
 def test_fit_writes_events_checkpoints_config_and_tests(name: str, tiny_args: list[str]) -> None:
-    cli = cli_main(["fit", config(name), *tiny_args])
+    cli = cli_main(["fit", config(name), *tiny_args, "--trainer.check_val_every_n_epoch=1"])
     log_dir = Path(cli.trainer.log_dir).resolve()
     assert log_dir.parent.name == "lightning_logs" and log_dir.parent.parent == Path.cwd()
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
@@ -53,6 +53,21 @@ def test_fit_without_a_logger_still_checkpoints_and_tests(tiny_args, capsys, run
     out = capsys.readouterr().out
     assert "Test accuracy:" in out and "TensorBoard" not in out
     assert not (run_dir / "lightning_logs").exists()
+
+
+def test_fast_config_validates_only_at_the_end(tiny_args: list[str]) -> None:
+    cli = cli_main(["fit", config("cnn_fast"), *tiny_args])  # 2 epochs, validation every 8
+    assert "test/acc" in cli.trainer.callback_metrics
+    assert Path(cli.trainer.checkpoint_callback.last_model_path).is_file()
+
+
+def test_flip_tta_averages_an_image_and_its_mirror() -> None:
+    model = ClassifierModule(CNN(channels=[4]), tta_flip=True).eval()
+    x = torch.randn(3, 1, 28, 28)
+    expected = (model.net(x) + model.net(x.flip(-1))) / 2
+    assert torch.allclose(model(x), expected)
+    assert torch.allclose(model(x.flip(-1)), model(x), atol=1e-6)  # mirror-invariant
+    assert not torch.allclose(model.train()(x), expected)  # training sees the image as it is
 
 
 @pytest.mark.parametrize("net", [MLP(), CNN(channels=[4, 8])], ids=["mlp", "cnn"])

@@ -17,6 +17,10 @@ def n_params(net: torch.nn.Module) -> int:
         (MLP(hidden_sizes=[]), 784 * 10 + 10),
         (CNN(), (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (64 * 7 * 7 * 128 + 128) + 1290),
         (CNN(channels=[8], batch_norm=False), (9 * 8 + 8) + (8 * 14 * 14 * 128 + 128) + 1290),
+        (
+            CNN(stem_stride=2),
+            (9 * 32 + 2 * 32) + (9 * 32 * 64 + 2 * 64) + (64 * 7 * 7 * 128 + 128) + 1290,
+        ),
     ],
 )
 def test_output_shape_and_parameter_count(net: torch.nn.Module, params: int) -> None:
