@@ -74,7 +74,12 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(17, 7.5))
     for ax, values, title, fmt in (
         (axes[0], matrix, "counts", lambda v: f"{int(v)}"),
-        (axes[1], normalized, "fraction of each true class", lambda v: f"{v:.2f}"),
+        (
+            axes[1],
+            normalized,
+            "fraction of each true class",
+            lambda v: f"{v:.2f}" if v >= 0.005 else "<.01",
+        ),
     ):
         ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() or 1)
         for (i, j), v in np.ndenumerate(values):
