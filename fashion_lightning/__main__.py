@@ -30,26 +30,30 @@ SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
 
 def trainer_defaults() -> dict:
     """The Trainer's defaults; built per run, since callbacks keep state (e.g. the best checkpoint)."""
-    checkpoint = ModelCheckpoint(
-        monitor="val/acc",
-        mode="max",
-        save_last=True,
-        filename="epoch={epoch}-val_acc={val/acc:.4f}",
-        auto_insert_metric_name=False,
-    )
     return {
         "max_epochs": 10,
+        "default_root_dir": "lightning_logs",  # where checkpoints go when there is no logger
         "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
         },
-        "callbacks": [checkpoint, PredictionWriter(), TensorBoardImages()],
+        "callbacks": [PredictionWriter(), TensorBoardImages()],
     }
 
 
 def optional_callbacks(trainer: dict) -> list[Callback]:
-    """Callbacks that only make sense with a logger or a progress bar, for a Trainer config."""
+    """Callbacks that only make sense with checkpointing, a logger or a progress bar on."""
     callbacks: list[Callback] = []
+    if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
+        callbacks.append(
+            ModelCheckpoint(
+                monitor="val/acc",
+                mode="max",
+                save_last=True,
+                filename="epoch={epoch}-val_acc={val/acc:.4f}",
+                auto_insert_metric_name=False,
+            )
+        )
     if trainer.get("logger") not in (False, None):
         callbacks.append(LearningRateMonitor())  # raises without a logger
     if trainer.get("enable_progress_bar") is not False:
@@ -100,6 +104,11 @@ class FashionCLI(LightningCLI):
         """The checkpoint file the subcommand will load, if it names one."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path in SPECIAL_CKPT_PATHS and subcommand != "fit":
+            raise FashionLightningError(
+                f"--ckpt_path {path} only means something inside a `fit` run; `{subcommand}` needs "
+                f"a checkpoint file, e.g. --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt."
+            )
         return path if path and path not in SPECIAL_CKPT_PATHS else None
 
     def check_ckpt_network(self, path: str) -> None:
@@ -148,6 +157,22 @@ def report_main(args: list[str]) -> Path:
     return report(**parser.parse_args(args).as_dict())
 
 
+def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
+    """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
+    (the benchmarks use this to time the shipped configuration)."""
+    return FashionCLI(
+        ClassifierModule,
+        FashionMNISTDataModule,
+        trainer_defaults=trainer_defaults(),
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_class=ArgumentParser,
+        parser_kwargs={"prog": "python -m fashion_lightning"},
+        args=args,
+        run=run,
+    )
+
+
 def cli_main(args: ArgsType = None) -> FashionCLI | Path:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
     `report` is handled here; fit, validate, test and predict by the LightningCLI."""
@@ -155,16 +180,7 @@ def cli_main(args: ArgsType = None) -> FashionCLI | Path:
     try:
         if isinstance(argv, list) and argv[:1] == ["report"]:
             return report_main(argv[1:])
-        return FashionCLI(
-            ClassifierModule,
-            FashionMNISTDataModule,
-            trainer_defaults=trainer_defaults(),
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            parser_class=ArgumentParser,
-            parser_kwargs={"prog": "python -m fashion_lightning"},
-            args=args,
-        )
+        return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)
         raise SystemExit(2) from None

@@ -26,7 +26,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         loader = trainer.predict_dataloaders
-        indices = loader.sample_indices()
+        indices = loader.sample_indices()[: sum(len(p["probs"]) for p in predictions)]  # limits
         probs = torch.cat([p["probs"] for p in predictions]).float().cpu()
         table = pd.DataFrame(probs.numpy(), columns=list(CLASS_NAMES))
         table.insert(0, "confidence", probs.max(dim=1).values.numpy())

@@ -1,10 +1,10 @@
-"""The Lightning DataModule: Fashion-MNIST as uint8 tensors in memory, batched by slicing.
+"""The Lightning DataModule: Fashion-MNIST as uint8 tensors in memory, batched by indexing.
 
-The whole data set is 55 MB of uint8, so it lives in memory and a batch is one fancy-index into it,
-about 170x faster than a torchvision `DataLoader` that turns every image into a PIL object and back
-(see scripts/bench_loader.py). Conversion to float, normalization and augmentation happen once per
-batch as tensor ops in `on_after_batch_transfer`, i.e. on the GPU when there is one (airbench's
-recipe, KellerJordan/cifar10-airbench).
+The whole data set is 55 MB of uint8, so it lives in memory and a batch is one index into it: an
+epoch of batches is about 60x faster than a torchvision `DataLoader` that turns every image into a
+PIL object and back (scripts/bench_loader.py). Conversion to float, normalization and augmentation
+happen once per batch as tensor ops in `on_after_batch_transfer`, i.e. on the GPU when there is one
+(airbench's recipe, KellerJordan/cifar10-airbench).
 """
 
 from collections.abc import Iterator
@@ -124,7 +124,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         """Read and validate the files into memory; idempotent, so the CLI can call it early."""
         if self.splits:
             return
-        folder = idx.find_data_dir(self.data_dir, download=False)
+        folder = idx.find_data_dir(self.data_dir, self.download)
         train_images, train_labels = _as_tensors(*idx.load_split(folder, "train"))
         if self.val_size >= len(train_labels):
             raise FashionLightningError(

@@ -54,6 +54,12 @@ class ClassifierModule(L.LightningModule):
                 and its mirror image (costs a second forward pass; use with flip-trained nets).
         """
         super().__init__()
+        for name, value, high in (("warmup_fraction", warmup_fraction, 1.0),
+                                  ("label_smoothing", label_smoothing, 0.999)):  # fmt: skip
+            if not 0.0 <= value <= high:
+                raise FashionLightningError(
+                    f"--model.{name} is {value}; it must lie between 0 and {high:g}."
+                )
         with warnings.catch_warnings():  # `net` is dropped below when it cannot be a hyperparameter
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             self.save_hyperparameters(logger=False)  # TensorBoardImages logs them with results
@@ -127,7 +133,13 @@ class ClassifierModule(L.LightningModule):
         optimizer = self.make_optimizer(self.parameters())
         if not self.warmup_fraction and self.lr_decay == "none":
             return optimizer
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise FashionLightningError(
+                "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to "
+                "know the run's length: set --trainer.max_epochs or --trainer.max_steps."
+            )
+        total = max(int(total), 1)
         schedule = WarmupDecay(total, round(self.warmup_fraction * total), self.lr_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {
@@ -172,24 +184,25 @@ class WarmupDecay:
         return 1.0
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A Lightning checkpoint as a dict, or a clear error when `path` is missing or not one."""
+def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
+    """A Lightning checkpoint as a dict, or a clear error naming `option` when `path` is missing
+    or is not one."""
     path = Path(path)
     if not path.is_file():
         raise FashionLightningError(
-            f"--ckpt_path {path} does not exist. Checkpoints are written under "
+            f"{option} {path} does not exist. Checkpoints are written under "
             f"lightning_logs/version_N/checkpoints/ (last.ckpt and the best by val/acc)."
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
         raise FashionLightningError(
-            f"--ckpt_path {path} is not a readable Lightning checkpoint ({type(e).__name__}). "
+            f"{option} {path} is not a readable Lightning checkpoint ({type(e).__name__}). "
             f"Pass a .ckpt file written by `python -m fashion_lightning fit`."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise FashionLightningError(
-            f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict). Pass a .ckpt "
+            f"{option} {path} is not a Lightning checkpoint (it has no state_dict). Pass a .ckpt "
             f"file written by `python -m fashion_lightning fit`."
         )
     return checkpoint

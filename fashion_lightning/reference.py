@@ -269,7 +269,7 @@ def mlp_weights_from_checkpoint(path: str | Path) -> Weights:
     torch pickle), so torch is imported here, never by the network above."""
     from fashion_lightning.module import load_checkpoint  # imports torch
 
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, option="--evaluate-checkpoint")
     net = checkpoint.get("hyper_parameters", {}).get("net", {})
     state = checkpoint["state_dict"]
     linear = sorted(
@@ -341,10 +341,16 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
 
 def write_json(data: dict, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(partial, path)
+    except OSError as e:
+        raise FashionLightningError(
+            f"--metrics-json {path}: cannot write it ({e.strerror}). Name a file in a folder you "
+            f"can write to, e.g. --metrics-json reference.json."
+        ) from None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -364,7 +370,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-json", type=Path, help="write history and test_acc here")
     parser.add_argument("--evaluate-checkpoint", type=Path, help="a Lightning MLP .ckpt to test")
     args = parser.parse_args(argv)
-    args.hidden_given = any(a.startswith("--hidden") for a in (argv or sys.argv[1:]))
+    given = sys.argv[1:] if argv is None else argv
+    args.hidden_given = any(a.startswith("--hidden") for a in given)
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or not 0 <= args.dropout < 1:
         parser.error("--epochs and --batch-size must be positive, --lr > 0, 0 <= --dropout < 1")
     return args

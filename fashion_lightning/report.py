@@ -53,7 +53,7 @@ def report(ckpt_path: str, out: str | None = None, data_dir: str | None = None) 
     images, labels = (t.numpy() for t in datamodule.splits["test"])
     probs = predict(model, datamodule)
     history = history_from_events(Path(ckpt_path).resolve().parent.parent)
-    with staging_folder(out_dir) as folder:
+    with StagingFolder(out_dir) as folder:
         write_report(folder, images[:, 0], labels, probs, history, ckpt_path)
     print(f"Report written to {out_dir / 'report.md'}")
     return out_dir
@@ -100,13 +100,20 @@ def history_from_events(run_dir: Path) -> pd.DataFrame | None:
     return history.rename_axis("epoch").reset_index().assign(epoch=lambda h: h["epoch"] + 1)
 
 
-class staging_folder:
-    """A temporary folder beside `target` that replaces `target` only if the block succeeds."""
+class StagingFolder:
+    """A temporary folder beside `target` that replaces `target` only if the block succeeds.
+    An existing `target` is replaced only if it is a report folder (it holds report.md): `--out`
+    must never delete a folder of the user's."""
 
     def __init__(self, target: Path) -> None:
         self.target = target
 
     def __enter__(self) -> Path:
+        if self.target.exists() and not (self.target / "report.md").is_file():
+            raise FashionLightningError(
+                f"--out {self.target} already exists and is not a report folder (it has no "
+                f"report.md); it is left untouched. Choose a new folder, e.g. --out reports/my_run."
+            )
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(
@@ -123,9 +130,11 @@ class staging_folder:
         if kind is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        old = self.tmp.with_name(self.tmp.name + ".old")
         if self.target.exists():
-            shutil.rmtree(self.target)
+            os.replace(self.target, old)  # moved aside first: no moment without a report
         os.replace(self.tmp, self.target)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_report(
@@ -140,7 +149,8 @@ def write_report(
     preds = probs.argmax(axis=1)
     matrix = np.bincount(labels * len(CLASS_NAMES) + preds, minlength=len(CLASS_NAMES) ** 2)
     matrix = matrix.reshape(len(CLASS_NAMES), len(CLASS_NAMES))
-    example = int(np.flatnonzero(preds != labels)[0]) if (preds != labels).any() else 0
+    wrong = np.flatnonzero(preds != labels)
+    example = int(wrong[0]) if len(wrong) else 0
     figures = {
         "samples.png": plots.sample_grid(images, labels, CLASS_NAMES),
         "confusion_matrix.png": plots.confusion_matrix(matrix, CLASS_NAMES),
@@ -174,7 +184,7 @@ def _report_markdown(ckpt_path: str, accuracy: float, n: int, table: str, figure
         "curves.png": "Training curves",
         "confusion_matrix.png": "Confusion matrix",
         "misclassified.png": "Most confident mistakes",
-        "prediction.png": "One mistake's predicted probabilities",
+        "prediction.png": "One image's predicted probabilities (the first mistake)",
         "samples.png": "Test images per class",
     }
     for name, caption in captions.items():

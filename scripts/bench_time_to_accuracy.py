@@ -26,9 +26,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from fashion_lightning import idx
-from fashion_lightning.__main__ import FashionCLI, trainer_defaults
-from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.module import ClassifierModule
+from fashion_lightning.__main__ import make_cli
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cnn_fast.yaml"
 THRESHOLDS = (0.91, 0.92)
@@ -67,8 +65,7 @@ def ours(folder: str) -> list[tuple[float, float]]:
     sys.argv = ["fashion_lightning"]
     args = [f"--config={CONFIG}", f"--trainer.logger.init_args.save_dir={folder}",
             "--trainer.enable_progress_bar=false"]  # fmt: skip
-    cli = FashionCLI(ClassifierModule, FashionMNISTDataModule, trainer_defaults=trainer_defaults(),
-                     seed_everything_default=0, args=args, run=False)  # fmt: skip
+    cli = make_cli(args, run=False)
     clock = TestClock()
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, cli.datamodule)

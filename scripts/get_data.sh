@@ -13,4 +13,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${FASHION_MNIST_
         || echo "apt-get could not install dataset-fashion-mnist; trying a download instead."
 fi
 if dir=$(find_local); then echo "Fashion-MNIST: $dir"; exit 0; fi
-echo "Fashion-MNIST: $("$PY" -m fashion_lightning.idx)"
+dir=$("$PY" -m fashion_lightning.idx) || exit 1  # the error paragraph is on stderr
+echo "Fashion-MNIST: $dir"

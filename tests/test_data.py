@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_dataset
 
 from fashion_lightning import idx
 from fashion_lightning.data import FashionMNISTDataModule, TensorBatches, random_crop_flip
@@ -56,7 +57,7 @@ def test_ddp_shards_count_every_eval_sample_once(n: int) -> None:
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
 
 
-def test_ddp_training_shards_are_disjoint_and_equal(fake_data_dir: Path) -> None:
+def test_ddp_training_shards_are_disjoint_and_equal() -> None:
     images, labels = torch.zeros(41, 1, 28, 28, dtype=torch.uint8), torch.arange(41)
     shards = [TensorBatches(images, labels, 8, shuffle=True, rank=r, world_size=2) for r in (0, 1)]
     seen = [torch.cat([y for _, y in shard]) for shard in shards]
@@ -127,3 +128,13 @@ def test_bad_options_name_themselves(option: str, value: int) -> None:
 def test_val_size_larger_than_the_data_is_an_error(fake_data_dir: Path) -> None:
     with pytest.raises(FashionLightningError, match="val_size"):
         FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=500).setup("fit")
+
+
+def test_missing_data_is_downloaded_only_when_allowed(run_dir: Path, monkeypatch) -> None:
+    monkeypatch.setattr(idx, "SEARCH_PATHS", [run_dir / "nowhere"])
+    monkeypatch.setattr(idx, "_download", lambda: write_dataset(run_dir / "downloaded"))
+    with pytest.raises(FashionLightningError, match="download into data/ failed|was not found"):
+        FashionMNISTDataModule(val_size=16, download=False).setup("fit")
+    dm = FashionMNISTDataModule(val_size=16)
+    dm.setup("fit")
+    assert len(dm.splits["test"][1]) == 40

@@ -33,5 +33,12 @@ def test_num_classes_sets_the_output_width() -> None:
     assert CNN(num_classes=3)(torch.randn(2, 1, 28, 28)).shape == (2, 3)
 
 
+def test_stride_two_stem_replaces_the_first_pool() -> None:
+    stem = CNN(stem_stride=2).features
+    assert stem[0].stride == (2, 2) and isinstance(stem[1], torch.nn.Identity)
+    assert stem[:4](torch.randn(2, 1, 28, 28)).shape == (2, 32, 14, 14)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in stem) == 1
+
+
 def test_mlp_exposes_its_linear_layers_in_order() -> None:
     assert [layer.out_features for layer in MLP(hidden_sizes=[64, 32]).linears] == [64, 32, 10]

@@ -75,21 +75,27 @@ def test_report_writes_every_file(tiny_args: list[str], fake_data_dir: Path, run
         "Test accuracy:" in report_md and "![Confusion matrix](confusion_matrix.png)" in report_md
     )
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".report")] == []
+    again = cli_main(["report", f"--ckpt_path={ckpt}", f"--data_dir={fake_data_dir}"])
+    assert again == out and (out / "report.md").is_file()  # a report folder is replaced
 
 
 def test_report_errors_leave_nothing_behind(fitted_ckpt_and_dir, capsys, run_dir: Path) -> None:
     ckpt, data_dir = fitted_ckpt_and_dir
     blocker = run_dir / "file.txt"
     blocker.write_text("a file, not a folder")
+    (run_dir / "mine").mkdir()
+    (run_dir / "mine" / "notes.txt").write_text("the user's own folder")
     cases = [
         ([f"--ckpt_path={ckpt}", f"--out={blocker}/report"], "cannot create a folder there"),
+        ([f"--ckpt_path={ckpt}", f"--out={run_dir / 'mine'}"], "is not a report folder"),
         (["--ckpt_path=missing.ckpt"], "does not exist"),
     ]
     for args, words in cases:
         with pytest.raises(SystemExit) as exit_info:
             cli_main(["report", *args, f"--data_dir={data_dir}"])
         assert exit_info.value.code == 2 and words in flat(capsys.readouterr().err)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["file.txt", "lightning_logs"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["file.txt", "lightning_logs", "mine"]
+    assert [p.name for p in (run_dir / "mine").iterdir()] == ["notes.txt"]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.models.mlp import MLP
 
 
@@ -41,6 +42,11 @@ class CNN(nn.Module):
                 step on CPU, where the full-resolution max-pool is the most expensive op.
         """
         super().__init__()
+        if not 1 <= len(channels) <= 4:
+            raise FashionLightningError(
+                f"CNN channels {list(channels)}: give 1 to 4 blocks, since each halves the 28x28 "
+                f"image (28, 14, 7, 3, 1), e.g. channels: [32, 64, 128]."
+            )
         blocks: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([1, *channels], channels)):
             stride = stem_stride if i == 0 else 1
