@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -165,10 +166,14 @@ def _download() -> Path | None:
     """Download with torchvision into DOWNLOAD_ROOT; None when that fails (e.g. no network)."""
     from torchvision.datasets import FashionMNIST  # imported here: the rest of this module is NumPy
 
+    target = DOWNLOAD_ROOT / "FashionMNIST"
+    existed = target.exists()
     try:
         FashionMNIST(str(DOWNLOAD_ROOT), train=True, download=True)
         FashionMNIST(str(DOWNLOAD_ROOT), train=False, download=True)
     except Exception:  # noqa: BLE001 - any failure means "no copy from the internet"
+        if not existed:  # leave no half-downloaded folder behind
+            shutil.rmtree(target, ignore_errors=True)
         return None
     return DOWNLOAD_ROOT / "FashionMNIST" / "raw"
 
