@@ -166,14 +166,15 @@ def _download() -> Path | None:
     """Download with torchvision into DOWNLOAD_ROOT; None when that fails (e.g. no network)."""
     from torchvision.datasets import FashionMNIST  # imported here: the rest of this module is NumPy
 
-    target = DOWNLOAD_ROOT / "FashionMNIST"
-    existed = target.exists()
+    created = next(
+        (p for p in (DOWNLOAD_ROOT, DOWNLOAD_ROOT / "FashionMNIST") if not p.exists()), None
+    )
     try:
         FashionMNIST(str(DOWNLOAD_ROOT), train=True, download=True)
         FashionMNIST(str(DOWNLOAD_ROOT), train=False, download=True)
     except Exception:  # noqa: BLE001 - any failure means "no copy from the internet"
-        if not existed:  # leave no half-downloaded folder behind
-            shutil.rmtree(target, ignore_errors=True)
+        if created is not None:  # leave no half-downloaded folder behind
+            shutil.rmtree(created, ignore_errors=True)
         return None
     return DOWNLOAD_ROOT / "FashionMNIST" / "raw"
 
