@@ -114,7 +114,8 @@ class FashionCLI(LightningCLI):
     def check_ckpt_network(self, path: str) -> None:
         """A checkpoint written through this CLI records its network: refuse a config whose
         network differs, rather than silently testing another model than the one asked for."""
-        saved = load_checkpoint(path).get("hyper_parameters", {}).get("net")
+        self.checkpoint = load_checkpoint(path)  # kept for after_instantiate_classes
+        saved = self.checkpoint.get("hyper_parameters", {}).get("net")
         wanted_net = self.config[self.config.subcommand].model.net
         if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
             raise FashionLightningError(
@@ -128,7 +129,7 @@ class FashionCLI(LightningCLI):
         self.datamodule.load()
         ckpt_path = self.ckpt_path()
         if ckpt_path:
-            self.model.check_checkpoint(ckpt_path)
+            self.model.check_checkpoint(ckpt_path, self.checkpoint)
 
     def after_fit(self) -> None:
         """Test the best checkpoint on the official test set and say where everything is."""

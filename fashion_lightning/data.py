@@ -43,6 +43,11 @@ class TensorBatches:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0  # advances every pass so each epoch gets a new, reproducible order
 
+    def _shard_size(self) -> int:
+        """Samples this rank visits per pass: equal on all ranks when training, else all of its own."""
+        n = len(self.labels)
+        return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+
     def sample_indices(self) -> Tensor:
         """Indices of the samples this rank visits in the coming pass, in order."""
         n = len(self.labels)
@@ -50,15 +55,10 @@ class TensorBatches:
             return torch.arange(self.rank, n, self.world_size)
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=generator)  # same order on every rank
-        per_rank = n // self.world_size
-        return order[self.rank :: self.world_size][:per_rank]
+        return order[self.rank :: self.world_size][: self._shard_size()]
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        per_rank = (
-            n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
-        )
-        return -(-per_rank // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         indices = self.sample_indices()

@@ -147,9 +147,10 @@ class ClassifierModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def check_checkpoint(self, path: str | Path) -> None:
-        """Raise a clear error unless the checkpoint at `path` holds weights for this network."""
-        state = load_checkpoint(path).get("state_dict", {})
+    def check_checkpoint(self, path: str | Path, checkpoint: dict | None = None) -> None:
+        """Raise a clear error unless the checkpoint at `path` (or already loaded from there as
+        `checkpoint`) holds weights for this network."""
+        state = (checkpoint or load_checkpoint(path)).get("state_dict", {})
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))

@@ -144,7 +144,7 @@ class MLP:
 
     def set_weights(self, weights: Weights) -> None:
         """Copy in [(W, b), ...] of the same sizes, e.g. from a PyTorch MLP's Linear layers."""
-        sizes = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
+        sizes = layer_sizes(weights)
         if tuple(sizes) != self.sizes:
             raise FashionLightningError(
                 f"The weights have layer sizes {sizes} but this NumPy MLP has {list(self.sizes)}. "
@@ -152,6 +152,11 @@ class MLP:
             )
         for layer, (w, b) in zip(self.linears, weights):
             layer.W[...], layer.b[...] = w, b
+
+
+def layer_sizes(weights: Weights) -> list[int]:
+    """[inputs, hidden..., outputs] of a list of (W (O, I), b) pairs."""
+    return [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
 
 
 class SGD:
@@ -324,7 +329,7 @@ def train(args: argparse.Namespace) -> dict:
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Test accuracy of a Lightning MLP checkpoint computed by the NumPy network."""
     weights = mlp_weights_from_checkpoint(args.evaluate_checkpoint)
-    sizes = [weights[0][0].shape[1]] + [w.shape[0] for w, _ in weights]
+    sizes = layer_sizes(weights)
     if args.hidden_given and list(args.hidden) != sizes[1:-1]:
         raise FashionLightningError(
             f"--hidden {' '.join(map(str, args.hidden))} does not match the checkpoint's hidden "
