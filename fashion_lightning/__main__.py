@@ -11,14 +11,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+    WeightAveraging,
+)
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, paragraph
 from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
+from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.report import report
 
 # Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
@@ -29,7 +35,8 @@ SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
 
 
 def trainer_defaults() -> dict:
-    """The Trainer's defaults; built per run, since callbacks keep state (e.g. the best checkpoint)."""
+    """The Trainer's defaults. The project's callbacks are added in `optional_callbacks`, so a
+    recipe's `trainer.callbacks` (e.g. weight EMA) adds to them rather than replacing them."""
     return {
         "max_epochs": 10,
         "default_root_dir": "lightning_logs",  # where checkpoints go when there is no logger
@@ -37,13 +44,13 @@ def trainer_defaults() -> dict:
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
         },
-        "callbacks": [PredictionWriter(), TensorBoardImages()],
     }
 
 
 def optional_callbacks(trainer: dict) -> list[Callback]:
-    """Callbacks that only make sense with checkpointing, a logger or a progress bar on."""
-    callbacks: list[Callback] = []
+    """The project's callbacks; some only make sense with checkpointing, a logger or a progress
+    bar on. Built per run, since callbacks keep state (e.g. the best checkpoint)."""
+    callbacks: list[Callback] = [PredictionWriter(), TensorBoardImages()]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks.append(
             ModelCheckpoint(
@@ -89,6 +96,8 @@ class FashionCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
         callbacks = [*(trainer.get("callbacks") or []), *optional_callbacks(trainer)]
+        if trainer.get("precision") is None:  # not chosen by config or command line
+            kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -135,9 +144,19 @@ class FashionCLI(LightningCLI):
         """Test the best checkpoint on the official test set and say where everything is."""
         trainer = self.trainer
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # A weight-averaging callback would load the checkpoint's raw weights back over the
+        # averaged ones it saved as the state_dict: test what validation chose, the average.
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         log_dir = trainer.log_dir if trainer.logger else None
         report_fit(log_dir, best, results[0] if results else {})
+
+
+def auto_precision(accelerator: str) -> str:
+    """The precision this machine computes fastest, announced with its reason in one line."""
+    precision, reason = resolve_precision(accelerator, Capabilities.detect())
+    rank_zero_info(f"Precision: {precision} ({reason}; --trainer.precision overrides this)")
+    return precision
 
 
 @rank_zero_only
