@@ -2,5 +2,6 @@
 
 from fashion_lightning.models.cnn import CNN
 from fashion_lightning.models.mlp import MLP
+from fashion_lightning.models.resnet import ResNet
 
-__all__ = ["CNN", "MLP"]
+__all__ = ["CNN", "MLP", "ResNet"]
