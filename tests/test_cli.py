@@ -8,10 +8,11 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS, config, flat, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.__main__ import COMMANDS, DEFAULT_RECIPE, cli_main
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.models import CNN, MLP
 from fashion_lightning.module import ClassifierModule
@@ -270,3 +271,68 @@ def test_predict_respects_batch_limits(fitted_mlp, tiny_args: list[str]) -> None
 def test_bad_model_settings_are_explained(extra, words, tiny_args, capsys, run_dir) -> None:
     assert_user_error(["fit", config("cnn"), *tiny_args, *extra], capsys, words)
     assert not (run_dir / "lightning_logs").exists() or words == "--trainer.max_epochs"
+
+
+def test_fit_with_no_arguments_trains_the_shipped_recipe(tiny_args, run_dir: Path) -> None:
+    cli = cli_main(["fit", *tiny_args, "--trainer.fast_dev_run=true"])  # no --config
+    recipe = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    assert isinstance(cli.model.net, CNN) and Path.cwd() == run_dir  # outside the repo
+    assert cli.model.lr_decay == recipe["model"]["lr_decay"]
+    assert cli.datamodule.random_crop == recipe["data"]["random_crop"]
+
+
+@pytest.mark.parametrize(
+    ("args", "net", "random_crop"),
+    [([], "CNN", 2), ([config("mlp")], "MLP", 0)],  # the recipe never leaks under a --config
+)
+def test_print_config_shows_the_recipe_in_use(args, net, random_crop, run_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fashion_lightning", "fit", *args, "--print_config"],
+        capture_output=True, text=True, cwd=run_dir, check=True,
+    )  # fmt: skip
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["net"]["class_path"] == f"fashion_lightning.models.{net}"
+    assert printed["data"]["random_crop"] == random_crop
+
+
+def test_help_lists_every_command(capsys, run_dir: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", *COMMANDS):
+        assert f"    {command} " in out, command
+
+
+def outputs(cli) -> dict:
+    """What a validate/test/predict run produced: its metrics, or its predictions table."""
+    if cli.subcommand == "predict":
+        return pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv").to_dict("list")
+    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_a_checkpoint_alone_equals_its_config(subcommand, fitted_mlp, tiny_args) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    data_dir = tiny_args[0]  # the fit's data folder is recorded too; the rest are defaults
+    with_config = cli_main([subcommand, config("mlp"), *tiny_args, f"--ckpt_path={best}"])
+    alone = cli_main([subcommand, f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"])
+    assert isinstance(alone.model.net, MLP) and alone.datamodule.data_dir == data_dir.split("=")[1]
+    assert outputs(alone) == outputs(with_config)
+
+
+def test_options_override_the_checkpoint_config(fitted_mlp) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    cli = cli_main(["test", f"--ckpt_path={best}", "--data.eval_batch_size=7",
+                    "--model.tta_flip=true", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert cli.datamodule.eval_batch_size == 7 and cli.model.tta_flip
+    assert cli.datamodule.val_size == 16  # recorded by the fit
+
+
+def test_checkpoint_without_config_asks_for_one(tiny_args, capsys, fake_data_dir, run_dir) -> None:
+    model = ClassifierModule(MLP())  # built in Python: no network config in the checkpoint
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0)
+    trainer.fit(model, FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=16))
+    trainer.save_checkpoint(run_dir / "plain.ckpt")
+    assert_user_error(["test", "--ckpt_path=plain.ckpt"], capsys, "plain.ckpt",
+                      "records no config", "--config")  # fmt: skip
