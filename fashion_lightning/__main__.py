@@ -184,7 +184,7 @@ class FashionCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
-        self.datamodule.load()
+        self.datamodule.load(self.subcommand)
         ckpt_path = self.ckpt_path()
         if ckpt_path:
             self.model.check_checkpoint(ckpt_path, self.checkpoint)
