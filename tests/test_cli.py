@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, config, flat, scalars
+from conftest import CONFIGS, config, flat, scalars, synthetic_split
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashion_lightning.__main__ import COMMANDS, DEFAULT_RECIPE, cli_main
@@ -336,3 +337,26 @@ def test_checkpoint_without_config_asks_for_one(tiny_args, capsys, fake_data_dir
     trainer.save_checkpoint(run_dir / "plain.ckpt")
     assert_user_error(["test", "--ckpt_path=plain.ckpt"], capsys, "plain.ckpt",
                       "records no config", "--config")  # fmt: skip
+
+
+def test_predict_on_photos_writes_a_row_per_file_and_a_grid(fitted_mlp, tmp_path: Path) -> None:
+    best = fitted_mlp.trainer.checkpoint_callback.best_model_path
+    photos_dir = tmp_path / "photos"
+    photos_dir.mkdir()
+    images, _ = synthetic_split(3, seed=5)
+    for i, image in enumerate(images):
+        Image.fromarray(255 - image).save(photos_dir / f"{i}.{['png', 'jpg', 'webp'][i]}")
+    (photos_dir / "3.png").write_text("not an image")
+    cli = cli_main(["predict", f"--ckpt_path={best}", f"--data.predict_path={photos_dir}",
+                    "--trainer.enable_progress_bar=false"])  # fmt: skip
+    run = Path(cli.trainer.log_dir)
+    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    names = list(FashionMNISTDataModule.class_names)
+    assert list(table.columns) == ["file", "class", "confidence", *names, "error"]
+    assert [Path(f).name for f in table["file"]] == ["0.png", "1.jpg", "2.webp", "3.png"]
+    assert list(table["error"] != "") == [False, False, False, True]
+    good = table[table["error"] == ""]
+    probs = good[names].astype(float).to_numpy()
+    assert abs(probs.sum(axis=1) - 1).max() < 1e-4
+    assert list(good["class"]) == [names[i] for i in probs.argmax(axis=1)]
+    assert (run / "predictions.png").stat().st_size > 0
