@@ -31,7 +31,7 @@ class ProbabilityModel(nn.Module):
         super().__init__()
         # The plain network, not the LightningModule: tracing must not touch its Trainer hooks.
         self.net, self.tta_flip = model.net, model.tta_flip
-        self.eval()  # BatchNorm's running statistics, no dropout
+        self.eval().requires_grad_(False)  # inference: BatchNorm's statistics, no dropout, no grad
 
     def forward(self, images: Tensor) -> Tensor:
         x = normalize(images)
