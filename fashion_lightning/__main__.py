@@ -10,6 +10,7 @@ one paragraph on stderr and exit status 2.
 """
 
 import contextlib
+import inspect
 import sys
 import warnings
 from collections.abc import Callable
@@ -121,7 +122,7 @@ class FashionCLI(LightningCLI):
         run through `cli_main`, never through the LightningCLI)."""
         super()._add_subcommands(parser, **kwargs)
         for name in COMMANDS:
-            help_line = (COMMANDS[name].__doc__ or "").strip().splitlines()[0]
+            help_line = inspect.getdoc(COMMANDS[name]).splitlines()[0]
             parser._subcommands_action.add_subcommand(name, command_parser(name), help=help_line)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
@@ -178,8 +179,9 @@ class FashionCLI(LightningCLI):
         if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
             raise FashionLightningError(
                 f"--ckpt_path {path} holds a {saved.get('class_path')} but the config builds a "
-                f"{wanted_net.class_path}. Leave out --config (the checkpoint records its own) "
-                f"or pass the one it was trained with: {config_hint(path)}."
+                f"{wanted_net.class_path}. Pass the config it was trained with, "
+                f"{config_hint(path)}; validate, test and predict need none (the checkpoint "
+                f"records its own)."
             )
 
     def after_instantiate_classes(self) -> None:
@@ -222,9 +224,8 @@ def option_value(argv: list[str], *names: str) -> str | None:
 def command_parser(name: str) -> ArgumentParser:
     """The parser of a command of `COMMANDS`: its function's typed, documented arguments."""
     function = COMMANDS[name]
-    parser = ArgumentParser(
-        prog=f"python -m fashion_lightning {name}", description=function.__doc__
-    )
+    summary = inspect.getdoc(function).split("\n\nArgs:")[0]  # the options list the arguments
+    parser = ArgumentParser(prog=f"python -m fashion_lightning {name}", description=summary)
     parser.add_function_arguments(function)
     return parser
 

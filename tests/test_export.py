@@ -42,6 +42,7 @@ def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")  # still the way to load it
 def run_torchscript(path: Path, images: np.ndarray) -> np.ndarray:
     return torch.jit.load(str(path))(torch.from_numpy(images)).numpy()
 
