@@ -122,8 +122,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.photos: photos.Photos | None = None  # what `predict_path` named, once loaded
 
     def prepare_data(self) -> None:
-        """Find (or download) the files once, before any process reads them."""
-        idx.find_data_dir(self.data_dir, self.download)
+        """Find (or download) the files once, before any process reads them; predicting photos
+        needs none."""
+        if not (self.predict_path and self.trainer is not None and self.trainer.predicting):
+            idx.find_data_dir(self.data_dir, self.download)
 
     def load(self, stage: str | None = None) -> None:
         """Read and validate the files into memory; idempotent, so the CLI can call it early.

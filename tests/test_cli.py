@@ -348,6 +348,7 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(fitted_mlp, tmp_path
         Image.fromarray(255 - image).save(photos_dir / f"{i}.{['png', 'jpg', 'webp'][i]}")
     (photos_dir / "3.png").write_text("not an image")
     cli = cli_main(["predict", f"--ckpt_path={best}", f"--data.predict_path={photos_dir}",
+                    "--data.data_dir=/no/such/dir",  # photos need no data set
                     "--trainer.enable_progress_bar=false"])  # fmt: skip
     run = Path(cli.trainer.log_dir)
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
