@@ -141,7 +141,8 @@ class FashionCLI(LightningCLI):
         path = option_value(argv, "--ckpt_path")
         if subcommand in (None, "fit") or path is None or path in SPECIAL_CKPT_PATHS:
             return  # `fit` trains its recipe; resuming checks the network against it
-        config = recorded_config(load_checkpoint(path))
+        self.checkpoint = load_checkpoint(path)  # read once: check_ckpt_network reuses it
+        config = recorded_config(self.checkpoint)
         if config is None and option_value(argv, "--config", "-c") is None:
             raise FashionLightningError(
                 f"--ckpt_path {path} records no config (it was not written by `python -m "
@@ -173,7 +174,8 @@ class FashionCLI(LightningCLI):
     def check_ckpt_network(self, path: str) -> None:
         """A checkpoint written through this CLI records its network: refuse a config whose
         network differs, rather than silently testing another model than the one asked for."""
-        self.checkpoint = load_checkpoint(path)  # kept for after_instantiate_classes
+        if getattr(self, "checkpoint", None) is None:  # kept for after_instantiate_classes
+            self.checkpoint = load_checkpoint(path)
         saved = self.checkpoint.get("hyper_parameters", {}).get("net")
         wanted_net = self.config[self.config.subcommand].model.net
         if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
