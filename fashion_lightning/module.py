@@ -224,12 +224,13 @@ def recorded_config(checkpoint: dict) -> dict[str, dict] | None:
     return {"model": model, "data": data}
 
 
-def load_model(ckpt_path: str | Path) -> ClassifierModule:
-    """The checkpoint's model, rebuilt from the network config it recorded: the one way report,
-    export and the NumPy reference get a model from a checkpoint."""
-    if recorded_config(load_checkpoint(ckpt_path)) is None:
+def load_model(ckpt_path: str | Path, option: str = "--ckpt_path") -> ClassifierModule:
+    """The checkpoint's model in eval mode, rebuilt from the network config it recorded: the one
+    way report, export and the NumPy reference get a model from a checkpoint. Errors name
+    `option`."""
+    if recorded_config(load_checkpoint(ckpt_path, option)) is None:
         raise FashionLightningError(
-            f"--ckpt_path {ckpt_path} does not record its network (it was not written by "
+            f"{option} {ckpt_path} does not record its network (it was not written by "
             f"`python -m fashion_lightning fit`), so the model cannot be rebuilt from it alone."
         )
     return ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
