@@ -1,5 +1,7 @@
 """The CLI end to end on tiny synthetic data: fit/validate/test/predict, checkpoints, logs, errors."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +363,21 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(fitted_mlp, tmp_path
     assert abs(probs.sum(axis=1) - 1).max() < 1e-4
     assert list(good["class"]) == [names[i] for i in probs.argmax(axis=1)]
     assert (run / "predictions.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # builds and installs a wheel: half a minute
+def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) -> None:
+    root, work = Path(__file__).resolve().parents[1], tmp_path_factory.mktemp("wheel")
+    shutil.copytree(root / "fashion_lightning", work / "src" / "fashion_lightning")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, work / "src" / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", work / "dist",
+                    work / "src"], check=True)  # fmt: skip
+    (wheel,) = (work / "dist").glob("*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", work / "site", wheel], check=True)
+    env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
+    code = "import fashion_lightning.__main__ as m; print(m.DEFAULT_RECIPE); m.main()"
+    result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],
+                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout.startswith(str(work / "site" / "fashion_lightning" / "configs"))
