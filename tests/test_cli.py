@@ -315,12 +315,14 @@ def outputs(cli) -> dict:
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
-def test_a_checkpoint_alone_equals_its_config(subcommand, fitted_mlp, tiny_args) -> None:
+def test_a_checkpoint_alone_equals_its_config(
+    subcommand, fitted_mlp, tiny_args, fake_data_dir: Path
+) -> None:
     best = fitted_mlp.trainer.checkpoint_callback.best_model_path
-    data_dir = tiny_args[0]  # the fit's data folder is recorded too; the rest are defaults
     with_config = cli_main([subcommand, config("mlp"), *tiny_args, f"--ckpt_path={best}"])
     alone = cli_main([subcommand, f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"])
-    assert isinstance(alone.model.net, MLP) and alone.datamodule.data_dir == data_dir.split("=")[1]
+    assert isinstance(alone.model.net, MLP)
+    assert alone.datamodule.data_dir == str(fake_data_dir)  # recorded by the fit, as val_size
     assert outputs(alone) == outputs(with_config)
 
 
