@@ -3,10 +3,11 @@
 The steps are those Zalando used to turn its product photos into the data set (Xiao et al. 2017,
 arXiv:1708.07747, section 2): trim the edges close to the colour of the corner pixels, resize the
 longest edge to 28, sharpen, extend the shortest edge to 28 with the image centred, negate, and
-convert to 8-bit grayscale. Two additions make ordinary photos work: transparency is composited on
-white, and the negation maps the photo's own background (an off-white, say) to black, as in the
-data set. A photo whose background is dark (a light object, as Fashion-MNIST stores it) is not
-negated.
+convert to 8-bit grayscale. Zalando resized by skipping pixels of 51x73 thumbnails; photos are
+far larger, so the resize here is Lanczos (it averages instead of aliasing). Two additions make
+ordinary photos work: transparency is composited on white, and the negation maps the photo's own
+background (an off-white, say) to black, as in the data set. A photo whose background is dark (a
+light object, as Fashion-MNIST stores it) is not negated.
 """
 
 import glob
