@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]'
 	touch $(STAMP)
 
 data: setup
@@ -36,7 +36,7 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 bench: setup data  ## Speed benchmarks, each printing times and ratios against its baseline
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'  # scikit-learn, for bench_reference
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export,bench]'  # scikit-learn, for bench_reference
 	for script in scripts/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 tensorboard: setup

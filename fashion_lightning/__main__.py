@@ -1,14 +1,21 @@
-"""The command line: `python -m fashion_lightning fit|validate|test|predict --config configs/X.yaml`.
+"""The command line, one entry for every command: `python -m fashion_lightning COMMAND ...`.
 
-A LightningCLI with the project's defaults (TensorBoard under lightning_logs/, best and last
-checkpoints, learning-rate monitor, seed 0). `fit` ends by testing the best checkpoint on the
-official test set. User mistakes come out as one paragraph on stderr and exit status 2.
+Lightning's `fit | validate | test | predict` run through a LightningCLI with the project's defaults
+(TensorBoard under lightning_logs/, best and last checkpoints, learning-rate monitor, seed 0);
+`fit` with no `--config` trains the default recipe shipped in the package, and ends by testing the
+best checkpoint on the official test set. The other commands read the network, model and data
+settings a checkpoint recorded, so they need only `--ckpt_path`. The project's own commands
+(`report`, `export`, ...) are typed functions registered in `COMMANDS`. User mistakes come out as
+one paragraph on stderr and exit status 2.
 """
 
+import contextlib
+import inspect
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import (
@@ -23,7 +30,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, paragraph
-from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
+from fashion_lightning.export import export
+from fashion_lightning.module import (
+    ClassifierModule,
+    config_hint,
+    load_checkpoint,
+    recorded_config,
+)
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.report import report
 
@@ -32,6 +45,16 @@ warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 
 # Names that `--ckpt_path` resolves itself rather than reading a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+
+# The recipe `fit` trains when given no --config; inside the package, so a wheel install has it.
+DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "cnn.yaml"
+
+# The project's own commands beside Lightning's: name -> a typed function whose docstring is its
+# help and whose arguments are its options. Adding a command is one line here.
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "report": report,
+    "export": export,
+}
 
 
 def trainer_defaults() -> dict:
@@ -103,11 +126,48 @@ class FashionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands, then the project's own: one `--help` lists them all (they
+        run through `cli_main`, never through the LightningCLI)."""
+        super()._add_subcommands(parser, **kwargs)
+        for name in COMMANDS:
+            help_line = inspect.getdoc(COMMANDS[name]).splitlines()[0]
+            parser._subcommands_action.add_subcommand(name, command_parser(name), help=help_line)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list):
+            self.use_checkpoint_config(argv)
         super().parse_arguments(parser, args)
         ckpt_path = self.ckpt_path()
         if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters into the config
             self.check_ckpt_network(ckpt_path)
+
+    def use_checkpoint_config(self, argv: list[str]) -> None:
+        """Make the model and data settings recorded in `--ckpt_path` the subcommand's defaults,
+        under any `--config` and option given: the checkpoint alone is enough to evaluate it."""
+        subcommand = argv[0] if argv else None
+        path = option_value(argv, "--ckpt_path")
+        if subcommand in (None, "fit") or path is None or path in SPECIAL_CKPT_PATHS:
+            return  # `fit` trains its recipe; resuming checks the network against it
+        self.checkpoint = load_checkpoint(path)  # read once: check_ckpt_network reuses it
+        config = recorded_config(self.checkpoint)
+        if config is None and option_value(argv, "--config", "-c") is None:
+            raise FashionLightningError(
+                f"--ckpt_path {path} records no config (it was not written by `python -m "
+                f"fashion_lightning fit`), so the network it holds is unknown. Pass the config it "
+                f"was trained with: {config_hint(path)}."
+            )
+        defaults = {f"{group}.{key}": value for group, settings in (config or {}).items()
+                    for key, value in settings.items()}  # fmt: skip
+        parser = self._subcommand_parsers[subcommand]
+        for key, value in defaults.items():
+            with contextlib.suppress(KeyError):  # a setting this version no longer has
+                parser.set_defaults({key: value})
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would now parse the checkpoint's hyperparameters over the config, overriding
+        the command line; `use_checkpoint_config` already made them defaults instead."""
 
     def ckpt_path(self) -> str | None:
         """The checkpoint file the subcommand will load, if it names one."""
@@ -123,19 +183,21 @@ class FashionCLI(LightningCLI):
     def check_ckpt_network(self, path: str) -> None:
         """A checkpoint written through this CLI records its network: refuse a config whose
         network differs, rather than silently testing another model than the one asked for."""
-        self.checkpoint = load_checkpoint(path)  # kept for after_instantiate_classes
+        if getattr(self, "checkpoint", None) is None:  # kept for after_instantiate_classes
+            self.checkpoint = load_checkpoint(path)
         saved = self.checkpoint.get("hyper_parameters", {}).get("net")
         wanted_net = self.config[self.config.subcommand].model.net
         if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
             raise FashionLightningError(
                 f"--ckpt_path {path} holds a {saved.get('class_path')} but the config builds a "
-                f"{wanted_net.class_path}. Pass the config the checkpoint was trained with: "
-                f"{config_hint(path)}."
+                f"{wanted_net.class_path}. Pass the config it was trained with, "
+                f"{config_hint(path)}; validate, test and predict need none (the checkpoint "
+                f"records its own)."
             )
 
     def after_instantiate_classes(self) -> None:
         """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
-        self.datamodule.load()
+        self.datamodule.load(self.subcommand)
         ckpt_path = self.ckpt_path()
         if ckpt_path:
             self.model.check_checkpoint(ckpt_path, self.checkpoint)
@@ -155,7 +217,7 @@ class FashionCLI(LightningCLI):
 def auto_precision(accelerator: str) -> str:
     """The precision this machine computes fastest, announced with its reason in one line."""
     precision, reason = resolve_precision(accelerator, Capabilities.detect())
-    rank_zero_info(f"Precision: {precision} ({reason}; --trainer.precision overrides this)")
+    rank_zero_info(f"Precision: {precision}, since {reason}. Set --trainer.precision to override.")
     return precision
 
 
@@ -170,16 +232,39 @@ def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> Non
     print("\n" + "\n".join(lines))
 
 
-def report_main(args: list[str]) -> Path:
-    """The `report` subcommand: its options are `report()`'s typed, documented arguments."""
-    parser = ArgumentParser(prog="python -m fashion_lightning report", description=report.__doc__)
-    parser.add_function_arguments(report)
-    return report(**parser.parse_args(args).as_dict())
+def option_value(argv: list[str], *names: str) -> str | None:
+    """The value given last to option `names` (`--name VALUE` or `--name=VALUE`) in `argv`."""
+    value = None
+    for i, arg in enumerate(argv):
+        name, equals, rest = arg.partition("=")
+        if name in names:
+            value = rest if equals else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
+
+
+def command_parser(name: str) -> ArgumentParser:
+    """The parser of a command of `COMMANDS`: its function's typed, documented arguments."""
+    function = COMMANDS[name]
+    summary = inspect.getdoc(function).split("\n\nArgs:")[0]  # the options list the arguments
+    parser = ArgumentParser(prog=f"python -m fashion_lightning {name}", description=summary)
+    parser.add_function_arguments(function)
+    return parser
+
+
+def run_command(name: str, args: list[str]) -> Any:
+    """Parse `args` for the command `name` and call its function."""
+    return COMMANDS[name](**command_parser(name).parse_args(args).as_dict())
 
 
 def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
     """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
     (the benchmarks use this to time the shipped configuration)."""
+    argv = sys.argv[1:] if args is None else args
+    parser_kwargs: dict[str, Any] = {"prog": "python -m fashion_lightning"}
+    if isinstance(argv, list) and option_value(argv, "--config", "-c") is None:
+        # jsonargparse's default config file, only when the user names none: under their
+        # --config it would leak the default recipe's settings into theirs.
+        parser_kwargs["fit"] = {"default_config_files": [str(DEFAULT_RECIPE)]}
     return FashionCLI(
         ClassifierModule,
         FashionMNISTDataModule,
@@ -187,19 +272,19 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         parser_class=ArgumentParser,
-        parser_kwargs={"prog": "python -m fashion_lightning"},
+        parser_kwargs=parser_kwargs,
         args=args,
         run=run,
     )
 
 
-def cli_main(args: ArgsType = None) -> FashionCLI | Path:
+def cli_main(args: ArgsType = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
-    `report` is handled here; fit, validate, test and predict by the LightningCLI."""
+    A command of `COMMANDS` runs its function; fit, validate, test and predict the LightningCLI."""
     argv = sys.argv[1:] if args is None else args
     try:
-        if isinstance(argv, list) and argv[:1] == ["report"]:
-            return report_main(argv[1:])
+        if isinstance(argv, list) and argv and argv[0] in COMMANDS:
+            return run_command(argv[0], argv[1:])
         return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
@@ -11,32 +12,77 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from fashion_lightning import plots
+from fashion_lightning import photos, plots
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.idx import CLASS_NAMES
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` into the run's log folder after `predict`: one row per image with
-    its index in the predicted split, true label, predicted class, confidence and all class
-    probabilities. Under DDP each rank writes `predictions_rank<R>.csv` for the images it saw."""
+    """Writes `predictions.csv` into the run's log folder after `predict`. For the test set: one
+    row per image with its index, true label, predicted class, confidence and all class
+    probabilities. For your photos (`--data.predict_path`): one row per file with its name, class
+    name, confidence, probabilities and `error` (why a file could not be used), plus
+    `predictions.png`, the photos beside the 28x28 images the model saw. Under DDP each rank
+    writes `predictions_rank<R>.csv` (and .png) for the images it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, grid_size: int = 24) -> None:
         super().__init__(write_interval="epoch")
+        self.grid_size = grid_size  # photos drawn in predictions.png
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         loader = trainer.predict_dataloaders
         indices = loader.sample_indices()[: sum(len(p["probs"]) for p in predictions)]  # limits
         probs = torch.cat([p["probs"] for p in predictions]).float().cpu()
-        table = pd.DataFrame(probs.numpy(), columns=list(CLASS_NAMES))
-        table.insert(0, "confidence", probs.max(dim=1).values.numpy())
-        table.insert(0, "pred", probs.argmax(dim=1).numpy())
-        table.insert(0, "label", loader.labels[indices].numpy())
-        table.insert(0, "index", indices.numpy())
+        found = getattr(trainer.datamodule, "photos", None)
         rank = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
+        if found is None:
+            table = test_set_table(indices, loader.labels[indices], probs)
+        else:
+            table = photo_table(found, indices, probs)
+            grid = plots.photo_grid(*photo_grid_inputs(found, indices, table, self.grid_size))
+            plots.save_png(grid, path.with_suffix(".png"))
         write_atomic_csv(table, path)
         print(f"Predictions for {len(table)} images written to {path}")
+
+
+def probability_table(probs: Tensor) -> pd.DataFrame:
+    """The confidence and one probability column per class."""
+    table = pd.DataFrame(probs.numpy(), columns=list(CLASS_NAMES))
+    table.insert(0, "confidence", probs.max(dim=1).values.numpy())
+    return table
+
+
+def test_set_table(indices: Tensor, labels: Tensor, probs: Tensor) -> pd.DataFrame:
+    """Rows of the test set: `index`, `label`, `pred`, `confidence`, one column per class."""
+    table = probability_table(probs)
+    table.insert(0, "pred", probs.argmax(dim=1).numpy())
+    table.insert(0, "label", labels.numpy())
+    table.insert(0, "index", indices.numpy())
+    return table
+
+
+def photo_table(found: photos.Photos, indices: Tensor, probs: Tensor) -> pd.DataFrame:
+    """Rows of photos: `file`, `class`, `confidence`, one column per class, `error`; a file that
+    could not be used has only its name and its error."""
+    errors = [found.errors[i] for i in indices.tolist()]
+    table = probability_table(probs)
+    table.insert(0, "class", [CLASS_NAMES[c] for c in probs.argmax(dim=1).tolist()])
+    table.insert(0, "file", [found.files[i] for i in indices.tolist()])
+    table["error"] = errors
+    failed = table["error"] != ""
+    table.loc[failed, ["class", "confidence", *CLASS_NAMES]] = None
+    return table
+
+
+def photo_grid_inputs(found: photos.Photos, indices: Tensor, table: pd.DataFrame, size: int):
+    """The first `size` usable photos, the images the model saw, and their captions."""
+    rows = [r for r, i in enumerate(indices.tolist()) if not found.errors[i]][:size]
+    chosen = [indices[r].item() for r in rows]
+    originals = [np.asarray(photos.read_photo(found.files[i], working_size=112)) for i in chosen]
+    captions = [f"{table['class'][r]} {table['confidence'][r]:.0%}" for r in rows]
+    names = [Path(found.files[i]).name for i in chosen]
+    return originals, found.images[chosen], names, captions
 
 
 def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:

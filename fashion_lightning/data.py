@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fashion_lightning import idx
+from fashion_lightning import idx, photos
 from fashion_lightning.errors import FashionLightningError
 
 Batch = tuple[Tensor, Tensor]
@@ -70,7 +70,7 @@ class TensorBatches:
 
 class FashionMNISTDataModule(L.LightningDataModule):
     """Fashion-MNIST: 55k train / 5k validation (split by `seed`) from the official 60k, and the
-    official 10k test set, which `predict` also uses."""
+    official 10k test set, which `predict` also uses unless given your own photos."""
 
     class_names = idx.CLASS_NAMES
     num_classes = idx.NUM_CLASSES
@@ -86,6 +86,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         horizontal_flip: bool = False,
         random_erasing: float = 0.0,
         download: bool = True,
+        predict_path: str | None = None,
     ) -> None:
         """
         Args:
@@ -102,6 +103,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 rectangle (2% to 40% of its area, aspect 0.3 to 3.3) replaced by noise (Zhong et
                 al., arXiv:1708.04896). 0 turns it off.
             download: Allow torchvision to download the data when no local copy is found.
+            predict_path: `predict` classifies these photos instead of the test set: an image
+                file, a folder (searched recursively) or a glob; PNG, JPEG, WebP, BMP or GIF.
         """
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -124,15 +127,23 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.random_crop, self.horizontal_flip = random_crop, horizontal_flip
         self.random_erasing = random_erasing
+        self.predict_path = predict_path
         self.splits: dict[str, Batch] = {}
+        self.photos: photos.Photos | None = None  # what `predict_path` named, once loaded
 
     def prepare_data(self) -> None:
-        """Find (or download) the files once, before any process reads them."""
-        idx.find_data_dir(self.data_dir, self.download)
+        """Find (or download) the files once, before any process reads them; predicting photos
+        needs none."""
+        if not (self.predict_path and self.trainer is not None and self.trainer.predicting):
+            idx.find_data_dir(self.data_dir, self.download)
 
-    def load(self) -> None:
-        """Read and validate the files into memory; idempotent, so the CLI can call it early."""
-        if self.splits:
+    def load(self, stage: str | None = None) -> None:
+        """Read and validate the files into memory; idempotent, so the CLI can call it early.
+        Predicting photos (`predict_path`) reads only the photos: no data set needed."""
+        if stage == "predict" and self.predict_path:
+            self.load_photos()
+            return
+        if "train" in self.splits:
             return
         folder = idx.find_data_dir(self.data_dir, self.download)
         train_images, train_labels = _as_tensors(*idx.load_split(folder, "train"))
@@ -143,15 +154,23 @@ class FashionMNISTDataModule(L.LightningDataModule):
             )
         order = torch.from_numpy(np.random.default_rng(self.seed).permutation(len(train_labels)))
         val, train = order[: self.val_size], order[self.val_size :]
-        self.splits = {
-            "train": (train_images[train], train_labels[train]),
-            "val": (train_images[val], train_labels[val]),
-            "test": _as_tensors(*idx.load_split(folder, "test")),
-        }
-        self.splits["predict"] = self.splits["test"]
+        self.splits.update(
+            train=(train_images[train], train_labels[train]),
+            val=(train_images[val], train_labels[val]),
+            test=_as_tensors(*idx.load_split(folder, "test")),
+        )
+        self.splits.setdefault("predict", self.splits["test"])
+
+    def load_photos(self) -> None:
+        """The photos of `predict_path` as the predict split (label -1: unknown). A file that
+        fails keeps its place as a blank image, so every file gets its row in predictions.csv."""
+        if self.photos is None:
+            self.photos = photos.load_photos(self.predict_path)
+            images = torch.from_numpy(self.photos.images).unsqueeze(1)  # (N, 1, 28, 28)
+            self.splits["predict"] = (images, torch.full((len(images),), -1))
 
     def setup(self, stage: str) -> None:
-        self.load()
+        self.load(stage)
 
     def _batches(self, split: str, train: bool = False) -> TensorBatches:
         images, labels = self.splits[split]
@@ -194,7 +213,13 @@ class FashionMNISTDataModule(L.LightningDataModule):
             images = random_crop_flip(images, self.random_crop, self.horizontal_flip)
         if augment and self.random_erasing:
             images = random_erase(images, self.random_erasing)
-        return images.float().sub_(255 * idx.PIXEL_MEAN).mul_(1 / (255 * idx.PIXEL_STD))
+        return normalize(images)
+
+
+def normalize(images: Tensor) -> Tensor:
+    """uint8 images -> float32 with the training set's mean 0 and std 1: what every network sees
+    (also inside exported models, so they take uint8 images as the data set stores them)."""
+    return images.float().sub_(255 * idx.PIXEL_MEAN).mul_(1 / (255 * idx.PIXEL_STD))
 
 
 def _as_tensors(images: np.ndarray, labels: np.ndarray) -> Batch:

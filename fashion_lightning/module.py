@@ -79,9 +79,7 @@ class ClassifierModule(L.LightningModule):
             self.metrics[f"{stage}_loss"] = MeanMetric()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.tta_flip and not self.training:
-            return (self.net(x) + self.net(x.flip(-1))) / 2
-        return self.net(x)
+        return flip_averaged(self.net, x) if self.tta_flip and not self.training else self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         """The step shared by train, val and test: the loss, and the epoch metrics' running sums."""
@@ -126,7 +124,7 @@ class ClassifierModule(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Predicted class index (B,) and class probabilities (B, num_classes) per image."""
-        probs = self(batch[0]).softmax(dim=-1)
+        probs = self(batch[0]).float().softmax(dim=-1)  # float32 even under bf16 autocast
         return {"pred": probs.argmax(dim=-1), "probs": probs}
 
     def configure_optimizers(self):
@@ -168,6 +166,11 @@ class ClassifierModule(L.LightningModule):
             )
 
 
+def flip_averaged(net: nn.Module, x: Tensor) -> Tensor:
+    """Flip test-time augmentation: the mean logits of each image and its mirror image."""
+    return (net(x) + net(x.flip(-1))) / 2
+
+
 class WarmupDecay:
     """Learning-rate factor per step: linear warm-up to 1, then linear or cosine decay to 0."""
 
@@ -207,6 +210,30 @@ def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
             f"file written by `python -m fashion_lightning fit`."
         )
     return checkpoint
+
+
+def recorded_config(checkpoint: dict) -> dict[str, dict] | None:
+    """The `model` and `data` settings a checkpoint written by the CLI records (the init arguments
+    LightningCLI saves as its hyperparameters), or None when it records no network config."""
+    model = dict(checkpoint.get("hyper_parameters") or {})
+    if not isinstance(model.get("net"), dict):
+        return None
+    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    for settings in (model, data):
+        settings.pop("_instantiator", None)  # LightningCLI's bookkeeping, not an init argument
+    return {"model": model, "data": data}
+
+
+def load_model(ckpt_path: str | Path, option: str = "--ckpt_path") -> ClassifierModule:
+    """The checkpoint's model in eval mode, rebuilt from the network config it recorded: the one
+    way report, export and the NumPy reference get a model from a checkpoint. Errors name
+    `option`."""
+    if recorded_config(load_checkpoint(ckpt_path, option)) is None:
+        raise FashionLightningError(
+            f"{option} {ckpt_path} does not record its network (it was not written by "
+            f"`python -m fashion_lightning fit`), so the model cannot be rebuilt from it alone."
+        )
+    return ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
 
 
 def config_hint(ckpt_path: str | Path) -> str:

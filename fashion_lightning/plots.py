@@ -5,6 +5,7 @@ it as a PNG (`save_png`) or sends it to TensorBoard (`logger.experiment.add_figu
 drawn dark-on-white (the `gray_r` colormap) so they read on paper as well as on screen.
 """
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,8 +163,37 @@ def per_class_table(matrix: np.ndarray, class_names: Sequence[str]) -> pd.DataFr
     return table
 
 
+def photo_grid(
+    originals: Sequence[np.ndarray],
+    seen: np.ndarray,
+    names: Sequence[str],
+    captions: Sequence[str],
+    pairs_per_row: int = 4,
+) -> Figure:
+    """Each photo (RGB) beside the 28x28 image the model saw, captioned with its prediction."""
+    rows = max(1, -(-len(originals) // pairs_per_row))
+    fig, axes = plt.subplots(
+        rows, 2 * pairs_per_row, figsize=(pairs_per_row * 3.2, rows * 1.9), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (photo, image, name, caption) in enumerate(zip(originals, seen, names, captions)):
+        photo_ax, seen_ax = axes[k // pairs_per_row, 2 * (k % pairs_per_row) :][:2]
+        photo_ax.imshow(photo)
+        photo_ax.set_title(name if len(name) <= 18 else name[:15] + "...", fontsize=8)
+        seen_ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
+        seen_ax.set_title(caption, fontsize=8)
+    fig.suptitle("Your photos, and the 28x28 images the model saw")
+    fig.tight_layout()
+    return fig
+
+
 def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save and close (figures hold memory until closed)."""
-    fig.savefig(path, dpi=dpi, facecolor="white")  # layouts are tight already: exact pixel size
+    """Save and close (figures hold memory until closed); written aside, then renamed."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    # layouts are tight already: exact pixel size
+    fig.savefig(partial, format="png", dpi=dpi, facecolor="white")
     plt.close(fig)
-    return Path(path)
+    os.replace(partial, path)
+    return path

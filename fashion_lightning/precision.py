@@ -44,9 +44,9 @@ def resolve_precision(accelerator: str, caps: Capabilities) -> tuple[str, str]:
     if on_cuda:
         return "16-mixed", f"{caps.cuda_name} has no native bfloat16; float16 with loss scaling"
     if accelerator not in ("auto", "cpu"):
-        return "32-true", f"no automatic mixed precision is chosen for accelerator={accelerator}"
+        return "32-true", "mixed precision is chosen automatically only on CPUs and CUDA GPUs"
     if caps.cpu_amx or caps.cpu_avx512_bf16:
-        units = " and ".join(
+        units = ", ".join(
             name for name, has in (("AMX", caps.cpu_amx), ("AVX512-BF16", caps.cpu_avx512_bf16))
             if has
         )  # fmt: skip

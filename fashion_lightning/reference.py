@@ -270,29 +270,23 @@ def load_inputs(folder: Path, split: str, dtype=np.float32) -> tuple[np.ndarray,
 
 
 def mlp_weights_from_checkpoint(path: str | Path) -> Weights:
-    """[(W, b), ...] of a Lightning `models.MLP` checkpoint. Reading the file needs torch (it is a
-    torch pickle), so torch is imported here, never by the network above."""
-    from fashion_lightning.module import load_checkpoint  # imports torch
+    """[(W, b), ...] of a Lightning `models.MLP` checkpoint, rebuilt the one way every command
+    rebuilds a model (`module.load_model`). That needs torch, so torch is imported here, never by
+    the network above."""
+    from torch import nn
 
-    checkpoint = load_checkpoint(path, option="--evaluate-checkpoint")
-    net = checkpoint.get("hyper_parameters", {}).get("net", {})
-    state = checkpoint["state_dict"]
-    linear = sorted(
-        (int(key.split(".")[2]), key[: -len(".weight")])
-        for key, value in state.items()
-        if key.startswith("net.layers.") and key.endswith(".weight") and value.ndim == 2
-    )
-    kind = net.get("class_path", "") if isinstance(net, dict) else ""
-    if not linear or (kind and not kind.endswith(".MLP")) or len(linear) * 2 != len(state):
+    from fashion_lightning.models import MLP as TorchMLP
+    from fashion_lightning.module import load_model  # imports torch
+
+    net = load_model(path, option="--evaluate-checkpoint").net
+    if not isinstance(net, TorchMLP):
         raise FashionLightningError(
-            f"--evaluate-checkpoint {path} does not hold a fashion_lightning.models.MLP "
-            f"({kind or 'its layers are not an MLP'}); the NumPy reference can only evaluate MLP "
-            f"checkpoints, e.g. from `python -m fashion_lightning fit --config configs/mlp.yaml`."
+            f"--evaluate-checkpoint {path} does not hold a fashion_lightning.models.MLP but a "
+            f"{type(net).__module__}.{type(net).__name__}; the NumPy reference can only evaluate "
+            f"MLP checkpoints, e.g. from `python -m fashion_lightning fit --config configs/mlp.yaml`."
         )
-    return [
-        (state[f"{name}.weight"].double().numpy(), state[f"{name}.bias"].double().numpy())
-        for _, name in linear
-    ]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in linears]
 
 
 def train(args: argparse.Namespace) -> dict:

@@ -23,7 +23,7 @@ from fashion_lightning import plots
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.module import ClassifierModule, load_checkpoint
+from fashion_lightning.module import ClassifierModule, load_model
 
 # TensorBoard tags -> history columns for the curves.
 CURVE_TAGS = {
@@ -57,17 +57,6 @@ def report(ckpt_path: str, out: str | None = None, data_dir: str | None = None) 
         write_report(folder, images[:, 0], labels, probs, history, ckpt_path)
     print(f"Report written to {out_dir / 'report.md'}")
     return out_dir
-
-
-def load_model(ckpt_path: str) -> ClassifierModule:
-    """The checkpoint's model, rebuilt from the network config it recorded."""
-    checkpoint = load_checkpoint(ckpt_path)
-    if not isinstance(checkpoint.get("hyper_parameters", {}).get("net"), dict):
-        raise FashionLightningError(
-            f"--ckpt_path {ckpt_path} does not record its network (it was not written by "
-            f"`python -m fashion_lightning fit`), so it cannot be rebuilt for a report."
-        )
-    return ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu")
 
 
 def predict(model: ClassifierModule, datamodule: FashionMNISTDataModule) -> np.ndarray:

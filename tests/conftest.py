@@ -92,6 +92,7 @@ def tiny_args(fake_data_dir: Path, run_dir: Path) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.log_every_n_steps=1",
+        "--trainer.precision=32-true",  # the same numbers on every CPU, bf16 units or not
     ]
 
 

@@ -7,7 +7,12 @@ import torch
 from conftest import write_dataset
 
 from fashion_lightning import idx
-from fashion_lightning.data import FashionMNISTDataModule, TensorBatches, random_crop_flip
+from fashion_lightning.data import (
+    FashionMNISTDataModule,
+    TensorBatches,
+    random_crop_flip,
+    random_erase,
+)
 from fashion_lightning.errors import FashionLightningError
 
 
@@ -138,3 +143,17 @@ def test_missing_data_is_downloaded_only_when_allowed(run_dir: Path, monkeypatch
     dm = FashionMNISTDataModule(val_size=16)
     dm.setup("fit")
     assert len(dm.splits["test"][1]) == 40
+
+
+def test_random_erasing_replaces_one_rectangle_in_about_p_of_the_images() -> None:
+    x = torch.full((400, 1, 28, 28), 7, dtype=torch.uint8)
+    out = random_erase(x, p=0.5)
+    changed = out != x  # noise can hit 7 by chance: a rectangle with a few holes
+    erased = changed.flatten(1).any(dim=1)
+    assert out.dtype == torch.uint8 and 140 < erased.sum() < 260
+    for mask in changed[erased][:50, 0]:
+        rows, cols = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.015 * 784 <= box <= 0.41 * 784  # 2% to 40% of the image
+        assert mask.sum() >= 0.9 * box  # one filled rectangle, not scattered pixels
+    assert torch.equal(random_erase(x, p=0.0), x)

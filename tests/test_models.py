@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fashion_lightning.models import CNN, MLP
+from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.models import CNN, MLP, ResNet
 
 
 def n_params(net: torch.nn.Module) -> int:
@@ -42,3 +43,17 @@ def test_stride_two_stem_replaces_the_first_pool() -> None:
 
 def test_mlp_exposes_its_linear_layers_in_order() -> None:
     assert [layer.out_features for layer in MLP(hidden_sizes=[64, 32]).linears] == [64, 32, 10]
+
+
+@pytest.mark.parametrize(("depth", "stem_stride", "side"), [(10, 1, 7), (16, 2, 4)])
+def test_resnet_stages_halve_the_image_twice(depth: int, stem_stride: int, side: int) -> None:
+    net = ResNet(depth=depth, width=2, base_channels=4, stem_stride=stem_stride)
+    x = torch.randn(3, 1, 28, 28)
+    assert net.stages(net.stem(x)).shape == (3, 4 * 2 * 4, side, side)
+    assert net(x).shape == (3, 10)
+    assert len(net.stages) == 3 * (depth - 4) // 6
+
+
+def test_resnet_refuses_a_depth_that_is_not_6n_plus_4() -> None:
+    with pytest.raises(FashionLightningError, match="6n \\+ 4"):
+        ResNet(depth=12)

@@ -1,5 +1,6 @@
 """Real-data end-to-end runs, minutes each: `make test-slow`."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,14 @@ def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_d
     assert test["test/acc"].item() == pytest.approx(logged["test/acc"][-1], abs=1e-6)
     assert val["val/acc"].item() == pytest.approx(max(logged["val/acc"]), abs=1e-6)
     assert test["test/acc"] > 0.8
+
+
+def test_product_photos_keep_the_accuracy_of_the_stored_images(real_data_dir, run_dir) -> None:
+    # The MLP: a CNN's translation invariance would make the photos' small shifts easier.
+    fit = cli_main(["fit", config("mlp"), *QUIET, "--trainer.max_epochs=3"])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "photo_accuracy.py"
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    result = subprocess.run([sys.executable, str(script), "--ckpt_path", ckpt],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    measured = json.loads(result.stdout)
+    assert measured["stored_acc"] > 0.85 and measured["ratio"] >= 0.85, measured

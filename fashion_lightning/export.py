@@ -1,0 +1,108 @@
+"""`python -m fashion_lightning export --ckpt_path CKPT [--format onnx|torchscript] [--out PATH]`:
+a trained model as one self-contained file that runs without this package.
+
+The exported graph takes uint8 images `(N, 1, 28, 28)` exactly as the data set stores them, does
+the normalization itself, runs the network (averaging an image and its mirror image when the
+checkpoint uses flip test-time augmentation) and returns class probabilities `(N, 10)` float32.
+The batch axis is dynamic. The file is written beside its final name and renamed into place.
+"""
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from fashion_lightning.data import normalize
+from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.module import ClassifierModule, flip_averaged, load_model
+
+Format = Literal["onnx", "torchscript"]
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class ProbabilityModel(nn.Module):
+    """uint8 images (N, 1, 28, 28) -> class probabilities (N, C) float32."""
+
+    def __init__(self, model: ClassifierModule) -> None:
+        super().__init__()
+        # The plain network, not the LightningModule: tracing must not touch its Trainer hooks.
+        self.net, self.tta_flip = model.net, model.tta_flip
+        self.eval().requires_grad_(False)  # inference: BatchNorm's statistics, no dropout, no grad
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = normalize(images)
+        logits = flip_averaged(self.net, x) if self.tta_flip else self.net(x)
+        return logits.float().softmax(dim=-1)
+
+
+def export(ckpt_path: str, format: Format = "onnx", out: str | None = None) -> Path:
+    """Export a checkpoint's model for use outside Python training code (ONNX or TorchScript).
+
+    Args:
+        ckpt_path: A checkpoint written by `python -m fashion_lightning fit`.
+        format: `onnx` (run it with onnxruntime, no torch needed) or `torchscript`
+            (`torch.jit.load`).
+        out: The file to write. Default: the checkpoint's path with .onnx or .pt as suffix.
+    """
+    model = ProbabilityModel(load_model(ckpt_path))
+    target = Path(out) if out else Path(ckpt_path).with_suffix(SUFFIXES[format])
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            WRITERS[format](model, partial)
+        os.replace(partial, target)
+    except OSError as e:
+        raise FashionLightningError(
+            f"--out {target}: cannot write there ({e.strerror}). Choose a file in a folder you can "
+            f"write to, e.g. --out exported/model{SUFFIXES[format]}."
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"Exported {format} model to {target}")
+    return target
+
+
+def example_images(n: int = 2) -> Tensor:
+    """A batch of uint8 images to trace the model with."""
+    return torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+
+
+def write_onnx(model: ProbabilityModel, path: Path) -> None:
+    """ONNX through torch's dynamo exporter, batch axis dynamic, weights inside the one file."""
+    try:
+        import onnxscript  # noqa: F401 - the exporter needs it; fail here with the fix
+    except ImportError:
+        raise FashionLightningError(
+            "Exporting to ONNX needs the packages onnx and onnxscript: "
+            "pip install 'fashion_lightning[export]' (or choose --format torchscript)."
+        ) from None
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        model,
+        (example_images(),),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["probabilities"],
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    program.save(str(path), external_data=False)
+
+
+def write_torchscript(model: ProbabilityModel, path: Path) -> None:
+    """TorchScript by tracing: the networks have no data-dependent control flow."""
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; it still loads in C++
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")
+        traced = torch.jit.trace(model, example_images())
+    traced.save(str(path))
+
+
+WRITERS: dict[str, Callable[[ProbabilityModel, Path], None]] = {
+    "onnx": write_onnx,
+    "torchscript": write_torchscript,
+}

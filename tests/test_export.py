@@ -1,0 +1,62 @@
+"""Exported models (ONNX, TorchScript) give the checkpoint's probabilities on real test images."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from conftest import config
+
+from fashion_lightning import idx
+from fashion_lightning.__main__ import cli_main
+from fashion_lightning.data import normalize
+from fashion_lightning.export import SUFFIXES
+from fashion_lightning.module import load_model
+
+BATCH_SIZES = (1, 100)
+
+
+@pytest.fixture(params=["mlp", "cnn_fast"])  # cnn_fast: a CNN with flip TTA
+def checkpoint(request, tiny_args: list[str]) -> str:
+    """The best checkpoint of a tiny fit of the recipe."""
+    cli = cli_main(["fit", config(request.param), *tiny_args, "--trainer.max_epochs=1",
+                    "--trainer.check_val_every_n_epoch=1"])  # fmt: skip
+    return cli.trainer.checkpoint_callback.best_model_path
+
+
+@pytest.fixture(scope="module")
+def test_images(real_data_dir: Path) -> np.ndarray:
+    """The first real test images, uint8 (N, 1, 28, 28) as the data set stores them."""
+    return idx.load_split(real_data_dir, "test")[0][: max(BATCH_SIZES), None]
+
+
+@torch.no_grad()
+def expected_probs(ckpt_path: str, images: np.ndarray) -> np.ndarray:
+    model = load_model(ckpt_path)
+    return model(normalize(torch.from_numpy(images))).softmax(dim=-1).numpy()
+
+
+def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def run_torchscript(path: Path, images: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; it is still how it loads
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated")
+        return torch.jit.load(str(path))(torch.from_numpy(images)).numpy()
+
+
+@pytest.mark.parametrize(("fmt", "run"), [("onnx", run_onnx), ("torchscript", run_torchscript)])
+def test_export_matches_the_checkpoint(fmt, run, checkpoint: str, test_images) -> None:
+    out = cli_main(["export", f"--ckpt_path={checkpoint}", f"--format={fmt}"])
+    assert out == Path(checkpoint).with_suffix(SUFFIXES[fmt])  # beside the checkpoint
+    assert not list(out.parent.glob(".*partial"))
+    for n in BATCH_SIZES:
+        images = test_images[:n]
+        got, want = run(out, images), expected_probs(checkpoint, images)
+        assert got.shape == (n, 10) and got.dtype == np.float32
+        assert np.abs(got - want).max() <= 1e-5
+        assert (got.argmax(axis=1) == want.argmax(axis=1)).all()

@@ -1,0 +1,54 @@
+"""Precision chosen by the hardware, and an explicit --trainer.precision kept."""
+
+import pytest
+from conftest import config
+
+from fashion_lightning.__main__ import cli_main
+from fashion_lightning.precision import Capabilities, resolve_precision
+
+NO_GPU = dict(cuda=False, cuda_bf16=False, cuda_name="")
+AMX_CPU = Capabilities(**NO_GPU, cpu_avx512_bf16=True, cpu_amx=True, cpu_capability="AVX512")
+AVX2_CPU = Capabilities(**NO_GPU, cpu_avx512_bf16=False, cpu_amx=False, cpu_capability="AVX2")
+BF16_CPU = Capabilities(**NO_GPU, cpu_avx512_bf16=True, cpu_amx=False, cpu_capability="AVX512")
+H100 = Capabilities(True, True, "NVIDIA H100", False, False, "AVX2")
+V100 = Capabilities(True, False, "Tesla V100", False, False, "AVX2")
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "caps", "expected"),
+    [
+        ("auto", AMX_CPU, "bf16-mixed"),
+        ("cpu", BF16_CPU, "bf16-mixed"),
+        ("auto", AVX2_CPU, "32-true"),  # bf16 would be emulated: ~80x slower
+        ("auto", H100, "bf16-mixed"),
+        ("gpu", V100, "16-mixed"),
+        ("cpu", H100, "32-true"),  # the GPU is there but not used
+        ("mps", AMX_CPU, "32-true"),
+    ],
+)
+def test_resolver_picks_by_capability(accelerator, caps, expected) -> None:
+    precision, reason = resolve_precision(accelerator, caps)
+    assert precision == expected and reason
+
+
+def test_the_reason_names_what_decided() -> None:
+    assert "AMX" in resolve_precision("auto", AMX_CPU)[1]
+    assert "AVX2" in resolve_precision("auto", AVX2_CPU)[1]
+    assert "V100" in resolve_precision("auto", V100)[1]
+
+
+def test_unset_precision_is_resolved_and_announced(tiny_args, caplog) -> None:
+    args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
+    cli = cli_main(["fit", config("mlp"), *args, "--trainer.fast_dev_run=1"])
+    expected, _ = resolve_precision("auto", Capabilities.detect())
+    assert cli.trainer.precision == expected
+    assert f"Precision: {expected}" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_an_explicit_precision_wins(tiny_args, precision: str, caplog) -> None:
+    args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
+    cli = cli_main(["fit", config("mlp"), *args, "--trainer.fast_dev_run=1",
+                    f"--trainer.precision={precision}"])  # fmt: skip
+    assert cli.trainer.precision == precision
+    assert "Precision:" not in caplog.text
