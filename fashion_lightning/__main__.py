@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -20,6 +22,14 @@ from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, paragraph
 from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint
 from fashion_lightning.report import report
+from fashion_lightning.resilience import (
+    AtomicCheckpointIO,
+    ExactResume,
+    FiniteLoss,
+    LastCheckpoint,
+    check_writable,
+    find_last_checkpoint,
+)
 
 # Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
@@ -37,7 +47,7 @@ def trainer_defaults() -> dict:
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": ".", "name": "lightning_logs", "default_hp_metric": False},
         },
-        "callbacks": [PredictionWriter(), TensorBoardImages()],
+        "callbacks": [PredictionWriter(), TensorBoardImages(), ExactResume(), FiniteLoss()],
     }
 
 
@@ -49,7 +59,7 @@ def optional_callbacks(trainer: dict) -> list[Callback]:
             ModelCheckpoint(
                 monitor="val/acc",
                 mode="max",
-                save_last=True,
+                save_last=False,  # LastCheckpoint writes last.ckpt, at every epoch end and more
                 filename="epoch={epoch}-val_acc={val/acc:.4f}",
                 auto_insert_metric_name=False,
             )
@@ -89,16 +99,44 @@ class FashionCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
         callbacks = [*(trainer.get("callbacks") or []), *optional_callbacks(trainer)]
+        if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        check_yaml_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit" and self.config.fit.get("ckpt_path") == "last":
+            self.resolve_last_checkpoint()
         ckpt_path = self.ckpt_path()
         if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters into the config
             self.check_ckpt_network(ckpt_path)
+
+    def resolve_last_checkpoint(self) -> None:
+        """`--ckpt_path last`: the newest last.ckpt of any run under the log folder, resumed into
+        that run's own folder (its TensorBoard curves continue); with none, a fresh run."""
+        config = self.config.fit
+        logger = config.trainer.get("logger")
+        init = logger.get("init_args") if isinstance(logger, dict | Namespace) else None
+        roots = [Path(config.trainer.get("default_root_dir") or ".")]
+        if init is not None and init.get("save_dir") is not None:
+            roots.insert(0, Path(init.save_dir) / (init.get("name") or ""))
+        found = find_last_checkpoint(roots)
+        if found is None:
+            where = " or ".join(str(r) for r in dict.fromkeys(roots))
+            print(f"--ckpt_path last: no last.ckpt under {where}; starting a fresh run.")
+            config.ckpt_path = None
+            return
+        run = found.parent.parent
+        if init is not None and "version" in init and run.parent.resolve() == roots[0].resolve():
+            version = run.name.removeprefix("version_")
+            init.version = int(version) if version.isdigit() else run.name
+        print(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
+        config.ckpt_path = str(found)
 
     def ckpt_path(self) -> str | None:
         """The checkpoint file the subcommand will load, if it names one."""
@@ -127,6 +165,8 @@ class FashionCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
         self.datamodule.load()
+        if self.subcommand == "fit":
+            check_outputs(self.trainer)
         ckpt_path = self.ckpt_path()
         if ckpt_path:
             self.model.check_checkpoint(ckpt_path, self.checkpoint)
@@ -138,6 +178,36 @@ class FashionCLI(LightningCLI):
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         log_dir = trainer.log_dir if trainer.logger else None
         report_fit(log_dir, best, results[0] if results else {})
+
+
+def check_outputs(trainer: Trainer) -> None:
+    """Refuse unwritable log and checkpoint folders now, not after the first epoch's work."""
+    check_writable(Path(trainer.default_root_dir), "--trainer.default_root_dir")
+    logger = trainer.logger
+    if logger is not None and logger.save_dir is not None:
+        check_writable(Path(logger.save_dir), "--trainer.logger.init_args.save_dir")
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            check_writable(Path(callback.dirpath), "the ModelCheckpoint dirpath")
+
+
+def check_yaml_files(args: ArgsType) -> None:
+    """A --config file that is not valid YAML is named, with the line and column at fault
+    (jsonargparse reports the error in `"<unicode string>"`)."""
+    args = list(args) if isinstance(args, list | tuple) else []
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
+    paths += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError):
+            continue  # jsonargparse says what is wrong with a missing file
+        except yaml.YAMLError as e:
+            detail = " ".join(str(e).replace('"<unicode string>"', "it").split())
+            raise FashionLightningError(
+                f"--config {path} is not valid YAML: {detail}. Fix the file (a list is "
+                f"written [a, b] or one `- item` per line; mind the indentation)."
+            ) from None
 
 
 @rank_zero_only
