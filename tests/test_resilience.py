@@ -3,6 +3,7 @@ step, `--ckpt_path last` across runs, the NaN stop, unwritable outputs, atomic c
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import config, flat
 
 from fashion_lightning.__main__ import cli_main
 from fashion_lightning.data import TensorBatches
+from fashion_lightning.resilience import AtomicCheckpointIO, resume_args
 
 N, BATCH = 41, 4  # 41 samples: uneven shards under DDP, a short last batch
 
@@ -130,3 +132,109 @@ def test_stop_by_signal_then_resume_is_bit_identical(
     assert resumed.keys() == expected.keys()
     for key in expected:
         assert torch.equal(resumed[key], expected[key]), key
+
+
+def test_a_diverging_run_stops_at_the_first_nan_loss(tiny_args, run_dir, capsys) -> None:
+    sgd = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e12"]
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["fit", config("mlp"), *tiny_args, *sgd, "--trainer.max_epochs=5"])
+    assert stop.value.code == 2
+    err = flat(capsys.readouterr().err)
+    assert "The training loss is nan at step" in err or "The training loss is inf at step" in err
+    assert (
+        re.search(r"step \d+ \(epoch \d+, learning rate [0-9.e+]+\)", err) and "Usual causes" in err
+    )
+    assert "Traceback" not in err
+    for path in run_dir.glob("lightning_logs/**/*.ckpt"):  # none, or only finite ones
+        weights = torch.load(path, weights_only=True)["state_dict"].values()
+        assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
+
+
+def test_no_last_checkpoint_anywhere_starts_fresh(tiny_args, run_dir, capsys) -> None:
+    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1", "--ckpt_path=last"])
+    assert "no last.ckpt under" in flat(capsys.readouterr().out)
+    assert cli.trainer.global_step == 5 and Path(cli.trainer.log_dir).name == "version_0"
+
+
+def test_ckpt_path_last_picks_the_newest_run(tiny_args, run_dir, capsys) -> None:
+    for _ in range(2):
+        cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1"])
+    newest = run_dir / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    old = run_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    os.utime(old, (newest.stat().st_mtime + 10,) * 2)  # version_0 touched last: it is the newest
+    capsys.readouterr()
+    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert "resuming from lightning_logs/version_0/checkpoints/last.ckpt" in flat(
+        capsys.readouterr().out
+    )
+    assert Path(cli.trainer.log_dir).name == "version_0" and cli.trainer.global_step == 10
+
+
+class RecordLastStep(L.Callback):
+    """Records, as each batch starts, the step that last.ckpt holds."""
+
+    steps: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        step = torch.load(path, weights_only=True)["global_step"] if path.exists() else None
+        RecordLastStep.steps.append(step)
+
+
+def test_last_checkpoint_is_refreshed_on_a_timer(tiny_args, run_dir) -> None:
+    RecordLastStep.steps = []
+    record = '--trainer.callbacks+={"class_path": "test_resilience.RecordLastStep"}'
+    cli_main(["fit", config("mlp"), *tiny_args, record, "--last_checkpoint.every_minutes=1e-9"])
+    assert RecordLastStep.steps == [None, *range(1, 10)]  # written after every batch
+
+
+@pytest.mark.parametrize(
+    ("option", "make"),
+    [
+        ("--trainer.logger.init_args.save_dir", lambda d: (d / "a_file").write_text("x")),
+        ("--trainer.default_root_dir", lambda d: (d / "a_file").write_text("x")),
+    ],
+)
+def test_unwritable_output_folders_are_refused_before_training(
+    option, make, tiny_args, run_dir, capsys
+) -> None:
+    make(run_dir)
+    args = ["fit", config("mlp"), *tiny_args, f"{option}={run_dir / 'a_file' / 'logs'}"]
+    if option == "--trainer.default_root_dir":
+        args.append("--trainer.logger=false")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(args)
+    assert stop.value.code == 2
+    err = flat(capsys.readouterr().err)
+    assert option in err and "is a file, not a folder" in err
+    assert not list(run_dir.glob("**/*.ckpt"))
+
+
+def test_a_yaml_syntax_error_names_the_file(tiny_args, run_dir, capsys) -> None:
+    bad = run_dir / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochs: [1, 2\nmodel: {}\n")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["fit", f"--config={bad}", *tiny_args])
+    assert stop.value.code == 2
+    err = flat(capsys.readouterr().err)
+    assert f"--config {bad} is not valid YAML" in err and "line 2" in err
+    assert "<unicode string>" not in err
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_whole(tmp_path: Path) -> None:
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises
+        io.save_checkpoint({"step": torch.tensor(2), "bad": lambda: None}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert list(tmp_path.iterdir()) == [path]  # no partial file left behind
+
+
+def test_resume_command_replaces_any_checkpoint_option() -> None:
+    assert resume_args(["fit", "--ckpt_path", "a.ckpt", "--x=1"]) == [
+        "fit",
+        "--x=1",
+        "--ckpt_path",
+        "last",
+    ]
+    assert resume_args(["fit", "--ckpt_path=a.ckpt"]) == ["fit", "--ckpt_path", "last"]
