@@ -114,7 +114,9 @@ class LastCheckpoint(Callback):
     `save_last` rewrites last.ckpt only when a new best checkpoint is saved.)
 
     Under DDP the ranks agree at every batch boundary (one tiny all-reduce), so all of them stop
-    at the same step and rank 0 writes the checkpoint."""
+    at the same step and rank 0 writes the checkpoint. Under SLURM, the handler Lightning installs
+    for the requeue signal (SIGUSR1: save `hpc_ckpt_N.ckpt`, `scontrol requeue`) is deferred to
+    that batch boundary too, after last.ckpt is written, so both hold the same exact step."""
 
     def __init__(self, every_minutes: float = 5.0) -> None:
         """
@@ -129,12 +131,13 @@ class LastCheckpoint(Callback):
         self.every_seconds = every_minutes * 60
         self.received: int = 0  # the signal number, once one arrives
         self._previous: dict[int, Any] = {}
+        self._deferred: Any = None  # the requeue-signal handler found installed, if any
         self._last_write = time.monotonic()
 
     def _handle(self, signum: int, frame) -> None:
         if self.received == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the user insists
-        self.received = signum
+        self.received = max(self.received, signum)
         name = signal.Signals(signum).name
         print(f"\n{name} received: stopping after this batch, once last.ckpt is written.",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -145,6 +148,10 @@ class LastCheckpoint(Callback):
         self._last_write, self.received = time.monotonic(), 0
         for signum in EXIT_CODES:
             self._previous[signum] = signal.signal(signum, self._handle)
+        requeue = signal.getsignal(signal.SIGUSR1)
+        if callable(requeue):  # Lightning's SLURM auto-requeue
+            self._deferred = requeue
+            self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._handle)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
@@ -178,6 +185,8 @@ class LastCheckpoint(Callback):
         if (signum or due) and isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
             path = save_last(trainer, checkpoint)
             self._last_write = time.monotonic()
+        if signum == signal.SIGUSR1 and self._deferred is not None:
+            self._deferred(signum, None)  # Lightning's: hpc checkpoint, then requeue the job
         if signum:
             report_stop(signum, path, trainer.global_step)
             raise Stopped(EXIT_CODES.get(signum, 128 + signum))

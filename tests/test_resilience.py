@@ -249,14 +249,17 @@ class SlowDown(L.Callback):
         time.sleep(self.seconds)
 
 
-def start_fit(folder: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
+def start_fit(
+    folder: Path, data_dir: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
     """`python -m fashion_lightning fit` on the synthetic data in `folder`, 4 epochs of 20 batches."""
     slow = '--trainer.callbacks+={"class_path": "test_resilience.SlowDown"}'
     cmd = [sys.executable, "-m", "fashion_lightning", "fit", config("mlp"),
            f"--data.data_dir={data_dir}", "--data.val_size=16", "--data.batch_size=4",
            "--trainer.max_epochs=4", "--trainer.limit_test_batches=0", "--trainer.enable_progress_bar=false",
            slow, *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    path = os.pathsep.join([str(Path(__file__).parent), *sys.path])
+    env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     return subprocess.Popen(cmd, cwd=folder, env=env, **pipes)
 
@@ -318,5 +321,39 @@ def test_a_process_stopped_from_outside_resumes_bit_identically(
     assert "resuming from lightning_logs/version_0/checkpoints/last.ckpt" in flat(log)
     assert not (stopped / "lightning_logs/version_1").exists()
     expected, resumed = final_weights(reference), final_weights(stopped)
+    for key in expected:
+        assert torch.equal(resumed[key], expected[key]), key
+
+
+@pytest.mark.slow
+def test_a_slurm_requeue_resumes_bit_identically(fake_data_dir, tmp_path) -> None:
+    """Lightning's auto-requeue on SIGUSR1, under a faked SLURM job whose `scontrol` records its
+    arguments: the hpc checkpoint and last.ckpt hold the same step, the job asks to be requeued,
+    and the requeued job (the same command, with --ckpt_path last) ends bit-identical."""
+    bin_dir, reference, job = tmp_path / "bin", tmp_path / "reference", tmp_path / "job"
+    for folder in (bin_dir, reference, job):
+        folder.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.args"}\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "fit",
+             "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    code, log = finish(start_fit(reference, fake_data_dir))
+    assert code == 0, log
+
+    process = start_fit(job, fake_data_dir, "--ckpt_path", "last", env=slurm)
+    last = job / "lightning_logs/version_0/checkpoints/last.ckpt"
+    wait_for(last, process)
+    process.send_signal(signal.SIGUSR1)
+    code, log = finish(process)
+    assert code == 138, log
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(job / "lightning_logs/hpc_ckpt_1.ckpt", weights_only=True)
+    assert hpc["global_step"] == torch.load(last, weights_only=True)["global_step"]
+
+    code, log = finish(start_fit(job, fake_data_dir, "--ckpt_path", "last", env=slurm))
+    assert code == 0, log
+    expected, resumed = final_weights(reference), final_weights(job)
     for key in expected:
         assert torch.equal(resumed[key], expected[key]), key
