@@ -159,7 +159,15 @@ class LastCheckpoint(Callback):
         self._previous = {}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A signal during the last validation: training is over and last.ckpt is current, but
+        the user asked to stop, so stop before the test."""
+        signum = self._agreed(trainer, pl_module)[0]
         self._restore_handlers()
+        if signum:
+            checkpoint = trainer.checkpoint_callback
+            path = checkpoint.last_model_path if isinstance(checkpoint, ModelCheckpoint) else None
+            report_stop(signum, path or None, trainer.global_step)
+            raise Stopped(EXIT_CODES.get(signum, 128 + signum))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore_handlers()
@@ -175,11 +183,7 @@ class LastCheckpoint(Callback):
             self._last_write = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        due = self.every_seconds > 0 and time.monotonic() - self._last_write >= self.every_seconds
-        decision = torch.tensor([self.received, int(due)], device=pl_module.device)
-        if trainer.world_size > 1:
-            decision = trainer.strategy.reduce(decision, reduce_op="max")
-        signum, due = (int(v) for v in decision.tolist())
+        signum, due = self._agreed(trainer, pl_module)
         checkpoint = trainer.checkpoint_callback
         path = None
         if (signum or due) and isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
@@ -190,6 +194,15 @@ class LastCheckpoint(Callback):
         if signum:
             report_stop(signum, path, trainer.global_step)
             raise Stopped(EXIT_CODES.get(signum, 128 + signum))
+
+    def _agreed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[int, bool]:
+        """(the signal received by any rank or 0, whether any rank's timer is due)."""
+        due = self.every_seconds > 0 and time.monotonic() - self._last_write >= self.every_seconds
+        decision = torch.tensor([self.received, int(due)], device=pl_module.device)
+        if trainer.world_size > 1:
+            decision = trainer.strategy.reduce(decision, reduce_op="max")
+        signum, due = decision.tolist()
+        return int(signum), bool(due)
 
 
 def save_last(trainer: L.Trainer, checkpoint: ModelCheckpoint) -> str:

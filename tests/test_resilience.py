@@ -68,19 +68,24 @@ def test_batches_state_before_any_pass_starts_from_the_beginning() -> None:
 
 
 class SendSignal(L.Callback):
-    """Sends this process `signum` while training batch `step` (global) is being processed."""
+    """Sends this process `signum` while training batch `step` (global) is being processed, or
+    with `in_validation`, while validating after that step."""
 
-    def __init__(self, step: int, signum: int = int(signal.SIGTERM)) -> None:
-        self.step, self.signum = step, signum
+    def __init__(self, step: int, signum: int = int(signal.SIGTERM), in_validation: bool = False):
+        self.step, self.signum, self.in_validation = step, signum, in_validation
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and not self.in_validation:
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.global_step == self.step and self.in_validation and not trainer.sanity_checking:
             os.kill(os.getpid(), self.signum)
 
 
-def send_signal(step: int, signum: int) -> str:
-    """The CLI option that adds `SendSignal(step, signum)` to the Trainer's callbacks."""
-    init = json.dumps({"step": step, "signum": int(signum)})
+def send_signal(step: int, signum: int, in_validation: bool = False) -> str:
+    """The CLI option that adds a `SendSignal` to the Trainer's callbacks."""
+    init = json.dumps({"step": step, "signum": int(signum), "in_validation": in_validation})
     return (
         f'--trainer.callbacks+={{"class_path": "test_resilience.SendSignal", "init_args": {init}}}'
     )
@@ -130,6 +135,22 @@ def test_stop_by_signal_then_resume_is_bit_identical(
         assert torch.equal(resumed[key], expected[key]), key
 
 
+def test_a_signal_during_the_last_validation_stops_before_the_test(tiny_args, run_dir, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["fit", config("mlp"), *tiny_args, send_signal(10, signal.SIGTERM, True)])
+    assert stop.value.code == 143
+    captured = capsys.readouterr()
+    assert "last.ckpt was written at step 10" in flat(captured.err)
+    assert "Test accuracy" not in captured.out
+    assert (
+        final_weights(run_dir)
+        and torch.load(
+            run_dir / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True
+        )["global_step"]
+        == 10
+    )
+
+
 def test_a_diverging_run_stops_at_the_first_nan_loss(tiny_args, run_dir, capsys) -> None:
     sgd = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e12"]
     with pytest.raises(SystemExit) as stop:
@@ -150,6 +171,7 @@ def test_no_last_checkpoint_anywhere_starts_fresh(tiny_args, run_dir, capsys) ->
     cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1", "--ckpt_path=last"])
     assert "no last.ckpt under" in flat(capsys.readouterr().out)
     assert cli.trainer.global_step == 5 and Path(cli.trainer.log_dir).name == "version_0"
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_ckpt_path_last_picks_the_newest_run(tiny_args, run_dir, capsys) -> None:
