@@ -33,6 +33,8 @@ from fashion_lightning.resilience import (
 
 # Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+# `--ckpt_path last` resumes into the run's own folder, which of course holds checkpoints already.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 # Names that `--ckpt_path` resolves itself rather than reading a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
@@ -128,14 +130,14 @@ class FashionCLI(LightningCLI):
         found = find_last_checkpoint(roots)
         if found is None:
             where = " or ".join(str(r) for r in dict.fromkeys(roots))
-            print(f"--ckpt_path last: no last.ckpt under {where}; starting a fresh run.")
+            announce(f"--ckpt_path last: no last.ckpt under {where}; starting a fresh run.")
             config.ckpt_path = None
             return
         run = found.parent.parent
         if init is not None and "version" in init and run.parent.resolve() == roots[0].resolve():
             version = run.name.removeprefix("version_")
             init.version = int(version) if version.isdigit() else run.name
-        print(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
+        announce(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
         config.ckpt_path = str(found)
 
     def ckpt_path(self) -> str | None:
@@ -178,6 +180,9 @@ class FashionCLI(LightningCLI):
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         log_dir = trainer.log_dir if trainer.logger else None
         report_fit(log_dir, best, results[0] if results else {})
+
+
+announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
 
 
 def check_outputs(trainer: Trainer) -> None:

@@ -291,9 +291,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def find_last_checkpoint(roots: list[Path]) -> Path | None:
-    """The newest `last.ckpt` under any of `roots` (a run's `checkpoints/` folder, at any depth
-    below the log folder: `version_N/checkpoints/last.ckpt`, or `checkpoints/last.ckpt`)."""
-    found = [p for root in roots if root.is_dir() for p in root.glob("**/checkpoints/last.ckpt")]
+    """The newest `last.ckpt` under any of `roots`: in a run's folder
+    (`version_N/checkpoints/last.ckpt`), or in the root's own `checkpoints/` (no logger)."""
+    patterns = ("*/checkpoints/last.ckpt", "checkpoints/last.ckpt")
+    found = [
+        p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
+    ]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
