@@ -12,6 +12,7 @@
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -145,7 +146,8 @@ class LastCheckpoint(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Replaces Lightning's SIGTERM handler (which exits 0, and under DDP broadcasts from
         inside the handler) and Python's SIGINT one (a KeyboardInterrupt wherever it lands)."""
-        self._last_write, self.received = time.monotonic(), 0
+        self._last_write = time.monotonic()
+        self.received = int(signal.SIGTERM) if trainer.received_sigterm else 0  # during setup
         for signum in EXIT_CODES:
             self._previous[signum] = signal.signal(signum, self._handle)
         requeue = signal.getsignal(signal.SIGUSR1)
@@ -222,7 +224,7 @@ def report_stop(signum: int, path: str | None, step: int) -> None:
         where = "No checkpoint was written (checkpointing is off)."
     else:
         where = f"last.ckpt was written at step {step}: {path}."
-    command = " ".join(["python -m fashion_lightning", *resume_args(sys.argv[1:])])
+    command = shlex.join(["python", "-m", "fashion_lightning", *resume_args(sys.argv[1:])])
     message = f"Stopped by {name}. {where} To resume exactly where it stopped, run: {command}"
     print(paragraph(message, prefix=""), file=sys.stderr, flush=True)
 
