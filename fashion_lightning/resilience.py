@@ -2,8 +2,8 @@
 
 - `ExactResume` stores the global random states (augmentation, dropout) in every checkpoint and
   puts them and the training batches' position back right before the first resumed step;
-- `LastCheckpoint` refreshes `last.ckpt` every few minutes of training, and on SIGTERM or SIGINT
-  writes it at the next batch boundary, says how to resume and exits 143 or 130;
+- `LastCheckpoint` writes `last.ckpt` at every epoch end and every few minutes of training, and on
+  SIGTERM or SIGINT at the next batch boundary, then says how to resume and exits 143 or 130;
 - `FiniteLoss` stops at the first NaN or infinite training loss, before the step reaches the weights;
 - `AtomicCheckpointIO` writes checkpoints beside their place and renames them into it;
 - `find_last_checkpoint` is what `--ckpt_path last` means: the newest `last.ckpt` of any run.
@@ -46,7 +46,7 @@ def rng_states() -> dict[str, Any]:
             "pos": pos,
             "has_gauss": has_gauss,
             "gauss": gauss,
-        },  # fmt: skip
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
