@@ -213,7 +213,7 @@ def save_last(trainer: L.Trainer, checkpoint: ModelCheckpoint) -> str:
         checkpoint.dirpath, checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
     )
     checkpoint.last_model_path = path  # part of the state: the resumed run keeps this name
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
     return path
 
 
@@ -225,8 +225,9 @@ def report_stop(signum: int, path: str | None, step: int) -> None:
     else:
         where = f"last.ckpt was written at step {step}: {path}."
     command = shlex.join(["python", "-m", "fashion_lightning", *resume_args(sys.argv[1:])])
-    message = f"Stopped by {name}. {where} To resume exactly where it stopped, run: {command}"
-    print(paragraph(message, prefix=""), file=sys.stderr, flush=True)
+    message = f"Stopped by {name}. {where} To resume exactly where it stopped, run:"
+    # The command on a line of its own, unwrapped, so that it can be copied and pasted.
+    print(f"{paragraph(message, prefix='')}\n  {command}", file=sys.stderr, flush=True)
 
 
 def resume_args(args: list[str]) -> list[str]:
