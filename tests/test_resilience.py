@@ -97,17 +97,23 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 RESUME_CASES = [  # recipe, signal, global step at which it arrives (5 batches an epoch, 2 epochs)
-    ("mlp", signal.SIGTERM, 2),  # mid-epoch
-    ("cnn", signal.SIGINT, 4),  # the last batch of the first epoch, before its validation
-    ("cnn", signal.SIGTERM, 7),  # after an epoch boundary; crop, flip, dropout, warm-up + cosine
+    ("mlp", signal.SIGTERM, 2, []),  # mid-epoch
+    ("cnn", signal.SIGINT, 4, []),  # the last batch of the first epoch, before its validation
+    (
+        "cnn",
+        signal.SIGTERM,
+        7,
+        [],
+    ),  # after an epoch boundary; crop, flip, dropout, warm-up + cosine
+    ("mlp", signal.SIGTERM, 2, ["--trainer.limit_train_batches=3"]),  # last batch within a limit
 ]
 
 
-@pytest.mark.parametrize(("recipe", "signum", "step"), RESUME_CASES)
+@pytest.mark.parametrize(("recipe", "signum", "step", "extra"), RESUME_CASES)
 def test_stop_by_signal_then_resume_is_bit_identical(
-    recipe, signum, step, tiny_args, run_dir, capsys, monkeypatch
+    recipe, signum, step, extra, tiny_args, run_dir, capsys, monkeypatch
 ) -> None:
-    args = ["fit", config(recipe), *tiny_args, "--trainer.limit_test_batches=0"]
+    args = ["fit", config(recipe), *tiny_args, "--trainer.limit_test_batches=0", *extra]
     cli_main(args)
     expected = final_weights(run_dir)
     os.rename(run_dir / "lightning_logs", run_dir / "reference_logs")
