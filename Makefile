@@ -14,7 +14,7 @@ train: setup data  ## Train the default model (the CNN), then test the best chec
 test: setup data  ## The fast test suite (about a minute on 2 cores)
 	$(PY) -m pytest -q
 
-test-slow: setup data  ## Real-data end-to-end runs: the MLP to its floor, 2-process DDP
+test-slow: setup data  ## Real-data end-to-end runs: the MLP to its floor, 2-process DDP; runs stopped by signals
 	$(PY) -m pytest -q -m slow
 
 setup: $(STAMP)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -39,9 +41,19 @@ from fashion_lightning.module import (
 )
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.report import report
+from fashion_lightning.resilience import (
+    AtomicCheckpointIO,
+    ExactResume,
+    FiniteLoss,
+    LastCheckpoint,
+    check_writable,
+    find_last_checkpoint,
+)
 
 # Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+# `--ckpt_path last` resumes into the run's own folder, which of course holds checkpoints already.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 # Names that `--ckpt_path` resolves itself rather than reading a file.
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
@@ -73,13 +85,18 @@ def trainer_defaults() -> dict:
 def optional_callbacks(trainer: dict) -> list[Callback]:
     """The project's callbacks; some only make sense with checkpointing, a logger or a progress
     bar on. Built per run, since callbacks keep state (e.g. the best checkpoint)."""
-    callbacks: list[Callback] = [PredictionWriter(), TensorBoardImages()]
+    callbacks: list[Callback] = [
+        PredictionWriter(),
+        TensorBoardImages(),
+        ExactResume(),
+        FiniteLoss(),
+    ]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks.append(
             ModelCheckpoint(
                 monitor="val/acc",
                 mode="max",
-                save_last=True,
+                save_last=False,  # LastCheckpoint writes last.ckpt, at every epoch end and more
                 filename="epoch={epoch}-val_acc={val/acc:.4f}",
                 auto_insert_metric_name=False,
             )
@@ -121,10 +138,13 @@ class FashionCLI(LightningCLI):
         callbacks = [*(trainer.get("callbacks") or []), *optional_callbacks(trainer)]
         if trainer.get("precision") is None:  # not chosen by config or command line
             kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
+        if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         """Lightning's subcommands, then the project's own: one `--help` lists them all (they
@@ -136,9 +156,12 @@ class FashionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = sys.argv[1:] if args is None else args
+        check_yaml_files(argv)
         if isinstance(argv, list):
             self.use_checkpoint_config(argv)
         super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit" and self.config.fit.get("ckpt_path") == "last":
+            self.resolve_last_checkpoint()
         ckpt_path = self.ckpt_path()
         if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters into the config
             self.check_ckpt_network(ckpt_path)
@@ -169,6 +192,28 @@ class FashionCLI(LightningCLI):
         """Lightning would now parse the checkpoint's hyperparameters over the config, overriding
         the command line; `use_checkpoint_config` already made them defaults instead."""
 
+    def resolve_last_checkpoint(self) -> None:
+        """`--ckpt_path last`: the newest last.ckpt of any run under the log folder, resumed into
+        that run's own folder (its TensorBoard curves continue); with none, a fresh run."""
+        config = self.config.fit
+        logger = config.trainer.get("logger")
+        init = logger.get("init_args") if isinstance(logger, dict | Namespace) else None
+        roots = [Path(config.trainer.get("default_root_dir") or ".")]
+        if init is not None and init.get("save_dir") is not None:
+            roots.insert(0, Path(init.save_dir) / (init.get("name") or ""))
+        found = find_last_checkpoint(roots)
+        if found is None:
+            where = " or ".join(str(r) for r in dict.fromkeys(roots))
+            announce(f"--ckpt_path last: no last.ckpt under {where}; starting a fresh run.")
+            config.ckpt_path = None
+            return
+        run = found.parent.parent
+        if init is not None and "version" in init and run.parent.resolve() == roots[0].resolve():
+            version = run.name.removeprefix("version_")
+            init.version = int(version) if version.isdigit() else run.name
+        announce(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
+        config.ckpt_path = str(found)
+
     def ckpt_path(self) -> str | None:
         """The checkpoint file the subcommand will load, if it names one."""
         subcommand = self.config.get("subcommand")
@@ -198,6 +243,8 @@ class FashionCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
         self.datamodule.load(self.subcommand)
+        if self.subcommand == "fit":
+            check_outputs(self.trainer)
         ckpt_path = self.ckpt_path()
         if ckpt_path:
             self.model.check_checkpoint(ckpt_path, self.checkpoint)
@@ -219,6 +266,39 @@ def auto_precision(accelerator: str) -> str:
     precision, reason = resolve_precision(accelerator, Capabilities.detect())
     rank_zero_info(f"Precision: {precision}, since {reason}. Set --trainer.precision to override.")
     return precision
+
+
+announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
+
+
+def check_outputs(trainer: Trainer) -> None:
+    """Refuse unwritable log and checkpoint folders now, not after the first epoch's work."""
+    check_writable(Path(trainer.default_root_dir), "--trainer.default_root_dir")
+    logger = trainer.logger
+    if logger is not None and logger.save_dir is not None:
+        check_writable(Path(logger.save_dir), "--trainer.logger.init_args.save_dir")
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            check_writable(Path(callback.dirpath), "the ModelCheckpoint dirpath")
+
+
+def check_yaml_files(args: ArgsType) -> None:
+    """A --config file that is not valid YAML is named, with the line and column at fault
+    (jsonargparse reports the error in `"<unicode string>"`)."""
+    args = list(args) if isinstance(args, list | tuple) else []
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
+    paths += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    for path in paths:
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError):
+            continue  # jsonargparse says what is wrong with a missing file
+        except yaml.YAMLError as e:
+            detail = " ".join(str(e).replace('"<unicode string>"', "it").split())
+            raise FashionLightningError(
+                f"--config {path} is not valid YAML: {detail}. Fix the file (a list is "
+                f"written [a, b] or one `- item` per line; mind the indentation)."
+            ) from None
 
 
 @rank_zero_only

@@ -27,6 +27,11 @@ class TensorBatches:
     Under DDP each rank takes every `world_size`-th sample of the (shuffled) order, so ranks never
     share a sample. Training shards are cut to equal length so every rank takes the same number of
     optimizer steps; evaluation shards keep every sample, so metrics count each one exactly once.
+
+    Stateful, for exact resume: `state_dict()` says which pass is under way and how many of its
+    batches were handed out; Lightning stores it in checkpoints and, after `load_state_dict()`, the
+    next iterator yields the rest of that pass. `len()` stays the length of a whole pass, as
+    Lightning counts a resumed epoch's batches from its own progress.
     """
 
     def __init__(
@@ -42,19 +47,22 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0  # advances every pass so each epoch gets a new, reproducible order
+        self.epoch = 0  # passes begun; each pass gets a new, reproducible order
+        self.position = 0  # batches handed out of the pass under way (pass `epoch - 1`)
+        self._resume_at: int | None = None  # set by load_state_dict: the next pass continues
 
     def _shard_size(self) -> int:
         """Samples this rank visits per pass: equal on all ranks when training, else all of its own."""
         n = len(self.labels)
         return n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
 
-    def sample_indices(self) -> Tensor:
-        """Indices of the samples this rank visits in the coming pass, in order."""
+    def sample_indices(self, epoch: int | None = None) -> Tensor:
+        """Indices of the samples this rank visits in pass `epoch` (default: the coming one)."""
         n = len(self.labels)
         if not self.shuffle:
             return torch.arange(self.rank, n, self.world_size)
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(n, generator=generator)  # same order on every rank
         return order[self.rank :: self.world_size][: self._shard_size()]
 
@@ -62,10 +70,29 @@ class TensorBatches:
         return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        indices = self.sample_indices()
-        self.epoch += 1
-        for batch in indices.split(self.batch_size):
+        # A generator: nothing changes until the first batch is asked for, since Lightning also
+        # calls iter() just to check that the loader is iterable, and again after a restore.
+        if self._resume_at is None:
+            epoch, start = self.epoch, 0
+            self.epoch += 1
+        else:
+            epoch, start = self.epoch - 1, self._resume_at
+            self._resume_at = None
+        self.position = start
+        for batch in self.sample_indices(epoch).split(self.batch_size)[start:]:
+            self.position += 1  # counted before the yield: the consumer holds this batch now
             yield self.images[batch], self.labels[batch]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the pass under way stands (plain ints, so checkpoints load with weights_only)."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from `state`: the next iterator yields the rest of the pass under way, or the
+        next pass when that one was complete (a checkpoint written at the end of an epoch)."""
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        unfinished = self.epoch > 0 and self.position < len(self)
+        self._resume_at = self.position if unfinished else None
 
 
 class FashionMNISTDataModule(L.LightningDataModule):

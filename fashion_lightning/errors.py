@@ -12,10 +12,10 @@ class FashionLightningError(Exception):
     """A user mistake (bad data, bad config, bad checkpoint), explained in one paragraph."""
 
 
-def paragraph(message: str) -> str:
+def paragraph(message: str, prefix: str = "error: ") -> str:
     """`error: <message>` wrapped to 100 columns; paths and options are never split across lines."""
     return textwrap.fill(
-        f"error: {message}",
+        f"{prefix}{message}",
         width=100,
         subsequent_indent="  ",
         break_long_words=False,

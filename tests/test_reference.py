@@ -162,7 +162,8 @@ def test_evaluates_a_lightning_checkpoint_to_the_same_accuracy(
 
 
 def test_refuses_a_cnn_checkpoint_and_other_sizes(mlp_checkpoint, tiny_args, capsys) -> None:
-    cnn = cli_main(["fit", config("cnn"), *tiny_args, "--trainer.max_epochs=1"])
+    cnn = cli_main(["fit", config("cnn"), *tiny_args, "--trainer.max_epochs=1",
+                    "--trainer.check_val_every_n_epoch=1"])  # fmt: skip
     cases = [
         (["--evaluate-checkpoint", cnn.trainer.checkpoint_callback.best_model_path], "CNN"),
         (["--evaluate-checkpoint", mlp_checkpoint[0], "--hidden", "64"], "hidden sizes [256, 128]"),
