@@ -158,6 +158,16 @@ def report_main(args: list[str]) -> Path:
     return report(**parser.parse_args(args).as_dict())
 
 
+def tune_main(args: list[str]) -> Path:
+    """The `tune` subcommand: `tune()`'s typed arguments; every other option goes to the fits."""
+    from fashion_lightning.tune import split_args, tune  # Optuna is imported only to tune
+
+    own, fit_args = split_args(args)
+    parser = ArgumentParser(prog="python -m fashion_lightning tune", description=tune.__doc__)
+    parser.add_function_arguments(tune, skip={"fit_args"})
+    return tune(**parser.parse_args(own).as_dict(), fit_args=fit_args)
+
+
 def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
     """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
     (the benchmarks use this to time the shipped configuration)."""
@@ -176,11 +186,13 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
 
 def cli_main(args: ArgsType = None) -> FashionCLI | Path:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
-    `report` is handled here; fit, validate, test and predict by the LightningCLI."""
+    `report` and `tune` are handled here; fit, validate, test and predict by the LightningCLI."""
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list) and argv[:1] == ["report"]:
             return report_main(argv[1:])
+        if isinstance(argv, list) and argv[:1] == ["tune"]:
+            return tune_main(argv[1:])
         return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)
