@@ -44,7 +44,7 @@ MONITOR = "val/acc"  # what a study maximizes and prunes on: never a test metric
 # Trials that count towards --trials: finished ones, and those other workers are running now.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # A database storage marks a trial failed when its worker has been silent this long (seconds).
-HEARTBEAT_INTERVAL, GRACE_PERIOD = 60, 180
+HEARTBEAT_INTERVAL, GRACE = 60, 180
 
 
 @dataclass
@@ -236,12 +236,15 @@ def open_study(name: str, storage: str | None, folder: Path, search: SearchSpace
 
 def open_storage(storage: str | None, folder: Path) -> optuna.storages.BaseStorage:
     if storage and "://" in storage:
-        return RDBStorage(
-            storage, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD
-        )  # a trial whose worker died stops its heartbeat and is marked failed
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A trial whose worker died stops its heartbeat and is marked failed.
+            return RDBStorage(storage, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE)
     path = Path(storage) if storage else folder / "journal.log"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    # Absolute: Optuna's lock is a symlink to this path, and a relative one would dangle (its
+    # waiters then spin forever instead of sleeping and breaking a dead worker's lock).
+    return JournalStorage(JournalFileBackend(str(path.resolve())))
 
 
 def fail_dead_trials(study: optuna.Study) -> None:
@@ -303,12 +306,32 @@ class Objective:
         recipe = cli.config.clone()
         recipe["trainer.logger"] = self.base_logger
         trial.set_user_attr("config", cli.parser.dump(recipe, skip_none=False))
-        cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
-        try:
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        finally:
-            log_trial_hparams(cli.trainer, trial, seed)
+        pruning = StopWhenPruned(trial, monitor=MONITOR)
+        cli.trainer.callbacks.append(pruning)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        log_trial_hparams(cli.trainer, trial, seed)
+        pruning.check_pruned()
         return best_score(cli.trainer, trial)
+
+
+class StopWhenPruned(PyTorchLightningPruningCallback):
+    """Optuna's pruning callback, ending a pruned fit the way early stopping does (the epoch's
+    checkpoints written, logs closed) rather than by an exception through Lightning's loop;
+    `check_pruned()` raises `optuna.TrialPruned` once the fit has returned."""
+
+    pruned: optuna.TrialPruned | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module) -> None:
+        try:
+            super().on_validation_end(trainer, pl_module)
+        except optuna.TrialPruned as pruned:
+            self.pruned = pruned
+            trainer.should_stop = True
+
+    def check_pruned(self) -> None:
+        super().check_pruned()  # under DDP, the decision rank 0 recorded in the storage
+        if self.pruned is not None:
+            raise self.pruned
 
 
 def sample(trial: optuna.Trial, search: SearchSpace) -> dict[str, Any]:
@@ -328,28 +351,31 @@ def sample(trial: optuna.Trial, search: SearchSpace) -> dict[str, Any]:
     return values
 
 
-def best_score(trainer: Trainer, trial: optuna.Trial) -> float:
-    """The trial's best val/acc (its best checkpoint's), or the last one without checkpoints."""
+def reached_score(trainer: Trainer) -> float | None:
+    """The fit's best val/acc (its best checkpoint's), or the last one without checkpoints."""
     callback = trainer.checkpoint_callback
     score = callback.best_model_score if callback else None
     score = score if score is not None else trainer.callback_metrics.get(MONITOR)
+    return None if score is None else float(score)
+
+
+def best_score(trainer: Trainer, trial: optuna.Trial) -> float:
+    score = reached_score(trainer)
     if score is None:
         raise FashionLightningError(
             f"Trial {trial.number} never measured {MONITOR}: a study needs validation. Check "
             f"--data.val_size, --trainer.limit_val_batches and --trainer.check_val_every_n_epoch."
         )
-    return float(score)
+    return score
 
 
 def log_trial_hparams(trainer: Trainer, trial: optuna.Trial, seed: int) -> None:
     """The trial's sampled values and seed with its best val/acc, for TensorBoard's HParams tab
     (also for a pruned trial: the score it had reached)."""
-    logger = trainer.logger
-    callback = trainer.checkpoint_callback
-    score = callback.best_model_score if callback else trainer.callback_metrics.get(MONITOR)
+    logger, score = trainer.logger, reached_score(trainer)
     if isinstance(logger, TensorBoardLogger) and score is not None:
         params = {**trial.params, "seed": seed, "trial": trial.number}
-        logger.log_hyperparams(params, {"hp/val_acc": float(score)})
+        logger.log_hyperparams(params, {"hp/val_acc": score})
         logger.finalize("success")
 
 
