@@ -1,17 +1,19 @@
 """`tune`: Optuna studies whose trials are tiny fits on the synthetic data."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import config, flat, scalars
+from conftest import config, enter_run_dir, flat, scalars, tiny_options
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -39,22 +41,28 @@ def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
-@pytest.fixture
-def space_file(run_dir: Path) -> Path:
-    path = run_dir / "space.yaml"
-    path.write_text(PRUNING_SPACE)
-    return path
+@pytest.fixture(scope="module")
+def pruned_study(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A finished 3-trial study of the MLP, one trial pruned, shared by the tests that read it;
+    returns its folder and what it printed. Each test runs in that folder (`in_study`)."""
+    folder = tmp_path_factory.mktemp("study")
+    (folder / "space.yaml").write_text(PRUNING_SPACE)
+    with pytest.MonkeyPatch.context() as monkeypatch, redirect_stdout(io.StringIO()) as out:
+        enter_run_dir(monkeypatch, folder)
+        cli_main(["tune", config("mlp"), "--space=space.yaml", "--trials=3",
+                  *tiny_options(fake_data_dir)])  # fmt: skip
+    return folder, out.getvalue()
 
 
 @pytest.fixture
-def pruned_study(tiny_args: list[str], space_file: Path, run_dir: Path, capsys) -> str:
-    """A finished 3-trial study of the MLP (one trial pruned); returns what it printed."""
-    cli_main(["tune", config("mlp"), f"--space={space_file}", "--trials=3", *tiny_args])
-    return capsys.readouterr().out
+def in_study(pruned_study: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run in the shared study's folder; returns what the study printed."""
+    enter_run_dir(monkeypatch, pruned_study[0])
+    return pruned_study[1]
 
 
-def test_study_prunes_and_records_every_trial(pruned_study: str, run_dir: Path) -> None:
-    study = load_study(run_dir / "lightning_logs")
+def test_study_prunes_and_records_every_trial(in_study: str) -> None:
+    study = load_study(Path("lightning_logs"))
     assert sorted(states(study)) == ["COMPLETE", "COMPLETE", "PRUNED"]
     (pruned,) = study.get_trials(states=(TrialState.PRUNED,))
     assert pruned.params["model.optimizer.init_args.lr"] == 0.0
@@ -74,7 +82,7 @@ def test_study_prunes_and_records_every_trial(pruned_study: str, run_dir: Path) 
     assert any(p.name.startswith("epoch=") for p in best.iterdir())
 
 
-def test_study_writes_table_best_config_and_plots(pruned_study: str, run_dir: Path) -> None:
+def test_study_writes_table_best_config_and_plots(in_study: str) -> None:
     folder = Path("lightning_logs/tune/mlp")
     table = pd.read_csv(folder / "trials.csv")
     assert list(table["number"]) == [0, 1, 2] and list(table["seed"]) == [0, 1, 2]
@@ -82,17 +90,17 @@ def test_study_writes_table_best_config_and_plots(pruned_study: str, run_dir: Pa
     assert {"val/acc", "run_dir", "params_model.optimizer.init_args.lr"} <= set(table.columns)
     for name in ("trials.csv", "best.yaml", "history.png", "importance.png"):
         assert (folder / name).stat().st_size > 0
-        assert f"Written: {folder / name}" in pruned_study
+        assert f"Written: {folder / name}" in in_study
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no partial files
     best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["trainer"]["logger"]["init_args"]["name"] == "lightning_logs"  # not a trial's
     assert best["model"]["optimizer"]["init_args"]["lr"] > 0
 
 
-def test_best_yaml_trains_as_it_is(pruned_study: str, run_dir: Path) -> None:
+def test_best_yaml_trains_as_it_is(in_study: str) -> None:
     cli = cli_main(["fit", "--config=lightning_logs/tune/mlp/best.yaml"])
     log_dir = Path(cli.trainer.log_dir)
-    assert log_dir.parent.resolve() == run_dir / "lightning_logs"
+    assert log_dir.parent.resolve() == Path.cwd() / "lightning_logs"
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
     assert "test/acc" in cli.trainer.callback_metrics
 
@@ -108,12 +116,18 @@ def start(command: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
+def fitting(logs: Path) -> bool:
+    """Whether a worker is inside a trial's fit (its config recorded, the trial running)."""
+    if not (logs / "tune/mlp/journal.log").exists():
+        return False
+    return any(t.state == TrialState.RUNNING and "config" in t.user_attrs
+               for t in load_study(logs).trials)  # fmt: skip
+
+
 def test_rerun_continues_the_study_and_fails_a_killed_trial(tiny_args, run_dir, capsys) -> None:
     worker = start(tune_command(tiny_args, trials=2), run_dir)
-    journal = run_dir / "lightning_logs/tune/mlp/journal.log"
     deadline = time.monotonic() + 120
-    while not (journal.exists() and TrialState.RUNNING in map(
-            lambda t: t.state, load_study(run_dir / "lightning_logs").trials)):  # fmt: skip
+    while not fitting(run_dir / "lightning_logs"):  # then killed mid-fit, between two writes
         assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()
         time.sleep(0.1)
     worker.send_signal(signal.SIGKILL)
@@ -129,7 +143,8 @@ def test_rerun_continues_the_study_and_fails_a_killed_trial(tiny_args, run_dir, 
 
 
 def test_two_processes_share_one_study(tiny_args: list[str], run_dir: Path) -> None:
-    workers = [start(tune_command(tiny_args, trials=4), run_dir) for _ in range(2)]
+    command = tune_command([*tiny_args, "--trainer.max_epochs=1"], trials=4)
+    workers = [start(command, run_dir) for _ in range(2)]
     for worker in workers:
         output = worker.communicate(timeout=300)[0]
         assert worker.returncode == 0, output
