@@ -160,7 +160,14 @@ def report_main(args: list[str]) -> Path:
 
 def tune_main(args: list[str]) -> Path:
     """The `tune` subcommand: `tune()`'s typed arguments; every other option goes to the fits."""
-    from fashion_lightning.tune import split_args, tune  # Optuna is imported only to tune
+    try:  # Optuna is an extra, imported only to tune
+        from fashion_lightning.tune import split_args, tune
+    except ModuleNotFoundError as e:
+        if e.name not in ("optuna", "optuna_integration"):
+            raise
+        raise FashionLightningError(
+            f"`tune` needs Optuna ({e.name} is not installed): pip install -e '.[tune]'."
+        ) from None
 
     own, fit_args = split_args(args)
     parser = ArgumentParser(prog="python -m fashion_lightning tune", description=tune.__doc__)

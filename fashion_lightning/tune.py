@@ -108,6 +108,7 @@ def tune(
     search = read_space(Path(space) if space else space_beside(Path(config)))
     base = make_cli(fit_args, run=False)  # the recipe as given: fails on bad fit options now
     check_params(search, base.config)
+    check_validates(base.trainer)
     name = study or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "tune" / name
     objective = Objective(fit_args, search, folder, base.config)
@@ -211,6 +212,18 @@ def check_params(search: SearchSpace, config: Namespace) -> None:
             )
         if param.choices is not None and not param.choices:
             raise FashionLightningError(f"{where} has no choices: list at least one value.")
+
+
+def check_validates(trainer: Trainer) -> None:
+    """A study needs val/acc from every trial: refuse a fit that would never validate."""
+    every, epochs = trainer.check_val_every_n_epoch or 1, trainer.max_epochs
+    if trainer.limit_val_batches == 0 or (epochs is not None and 0 < epochs < every):
+        raise FashionLightningError(
+            f"Trials would never measure {MONITOR} (--trainer.max_epochs {epochs}, "
+            f"--trainer.check_val_every_n_epoch {every}, --trainer.limit_val_batches "
+            f"{trainer.limit_val_batches}), and a study maximizes it. Validate at least once, "
+            f"e.g. --trainer.check_val_every_n_epoch=1."
+        )
 
 
 def open_study(name: str, storage: str | None, folder: Path, search: SearchSpace) -> optuna.Study:
@@ -434,7 +447,7 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for name, plot in plots.items():
             try:
-                figure = plot(study).figure
+                figure = plot(study, target_name=MONITOR).figure
             except (ValueError, RuntimeError) as e:  # e.g. no parameter varied
                 print(f"{name} not drawn: {e}")
                 continue

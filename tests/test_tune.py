@@ -178,9 +178,10 @@ BAD_SPACES = {
         ("--timeout=-1", "give a positive number of seconds"),
         ("--storage=sqlite:////nonexistent_folder/study.db", "cannot be opened"),
         ("--storage=nosuchdb://host/db", "cannot be opened"),
+        ("--trainer.limit_val_batches=0", "Trials would never measure val/acc"),
         *[(f"--space={{tmp}}/{name}.yaml", message) for name, (_, message) in BAD_SPACES.items()],
     ],
-    ids=["trials 0", "timeout", "sqlite folder", "unknown database", *BAD_SPACES],
+    ids=["trials 0", "timeout", "sqlite folder", "unknown database", "no validation", *BAD_SPACES],
 )
 def test_bad_input_is_one_paragraph_and_writes_nothing(
     option: str, message: str, tiny_args: list[str], tmp_path: Path, capsys
