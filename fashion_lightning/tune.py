@@ -7,6 +7,7 @@ they share it through Optuna's storage (a journal file by default, or a database
 anything of ours.
 """
 
+import argparse
 import json
 import os
 import socket
@@ -108,6 +109,7 @@ def tune(
     search = read_space(Path(space) if space else space_beside(Path(config)))
     base = make_cli(fit_args, run=False)  # the recipe as given: fails on bad fit options now
     check_params(search, base.config)
+    check_values(search, base.parser, fit_args)
     check_validates(base.trainer)
     name = study or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "tune" / name
@@ -188,6 +190,8 @@ def read_space(path: Path) -> SearchSpace:
 
 def check_params(search: SearchSpace, config: Namespace) -> None:
     """Every searched option exists in the recipe, and every range or list makes sense."""
+    if not search.params:
+        raise FashionLightningError(f"{search.path} searches nothing: list options under params.")
     for key, param in search.params.items():
         where = f"{search.path}: `{key}`"
         if key not in config:
@@ -212,6 +216,23 @@ def check_params(search: SearchSpace, config: Namespace) -> None:
             )
         if param.choices is not None and not param.choices:
             raise FashionLightningError(f"{where} has no choices: list at least one value.")
+
+
+def check_values(search: SearchSpace, parser: ArgumentParser, fit_args: list[str]) -> None:
+    """Both ends of every range and every choice are values fit accepts (types, a network's
+    arguments): checked by parsing, before any trial runs or anything is written."""
+    candidates = [(key, [p.low, p.high] if p.choices is None else p.choices)
+                  for key, p in search.params.items()]  # fmt: skip
+    parser.exit_on_error = False  # raise instead of printing: the message names the space file
+    for i in range(max(len(values) for _, values in candidates)):
+        overrides = [f"--{key}={json.dumps(values[i % len(values)])}" for key, values in candidates]
+        try:
+            parser.parse_args([*fit_args, *overrides])
+        except argparse.ArgumentError as e:
+            raise FashionLightningError(
+                f"{search.path}: fit rejects the values {' '.join(overrides)} "
+                f"({' '.join(str(e).split())}). Fix the range or choices of that option."
+            ) from None
 
 
 def check_validates(trainer: Trainer) -> None:

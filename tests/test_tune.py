@@ -18,7 +18,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.__main__ import cli_main, make_cli
+from fashion_lightning.tune import check_params, check_values, read_space, space_beside
 
 REPO = Path(__file__).resolve().parents[1]
 # Learning rate 0 leaves the network at chance (about 0.1 on 10 classes) while 1e-3 and 3e-3 learn the
@@ -166,6 +167,8 @@ BAD_SPACES = {
                        "has low 0.1 above high 0.01"),
     "neither range nor choices": ("params:\n  model.optimizer.init_args.lr: {low: 0.1}\n",
                                   "not neither"),
+    "wrong type": ("params:\n  model.net.init_args.hidden_sizes: {low: 64, high: 256}\n",
+                   "fit rejects the values --model.net.init_args.hidden_sizes=64"),
     "misspelt field": ("params:\n  model.optimizer.init_args.lr: {lo: 0.1, high: 1}\n",
                        "is not valid"),
 }  # fmt: skip
@@ -179,9 +182,18 @@ BAD_SPACES = {
         ("--storage=sqlite:////nonexistent_folder/study.db", "cannot be opened"),
         ("--storage=nosuchdb://host/db", "cannot be opened"),
         ("--trainer.limit_val_batches=0", "Trials would never measure val/acc"),
+        ("--space=missing.yaml", "No search space at missing.yaml"),
         *[(f"--space={{tmp}}/{name}.yaml", message) for name, (_, message) in BAD_SPACES.items()],
     ],
-    ids=["trials 0", "timeout", "sqlite folder", "unknown database", "no validation", *BAD_SPACES],
+    ids=[
+        "trials 0",
+        "timeout",
+        "sqlite folder",
+        "unknown database",
+        "no validation",
+        "no space",
+        *BAD_SPACES,
+    ],
 )
 def test_bad_input_is_one_paragraph_and_writes_nothing(
     option: str, message: str, tiny_args: list[str], tmp_path: Path, capsys
@@ -200,11 +212,11 @@ def test_bad_input_is_one_paragraph_and_writes_nothing(
 
 
 def test_every_shipped_recipe_has_a_search_space(tiny_args: list[str]) -> None:
-    from fashion_lightning.__main__ import make_cli
-    from fashion_lightning.tune import check_params, read_space, space_beside
-
     for recipe in sorted((REPO / "configs").glob("*.yaml")):
         if not recipe.name.endswith(".tune.yaml"):
             search = read_space(space_beside(recipe))
-            check_params(search, make_cli([f"--config={recipe}", *tiny_args], run=False).config)
+            fit_args = [f"--config={recipe}", *tiny_args]
+            base = make_cli(fit_args, run=False)
+            check_params(search, base.config)
+            check_values(search, base.parser, fit_args)
             assert search.pruner is not None and len(search.params) >= 3
