@@ -113,20 +113,28 @@ def tune(
     check_validates(base.trainer)
     name = study or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "tune" / name
-    objective = Objective(fit_args, search, folder, base.config)
-    the_study = open_study(name, storage, folder, search)
+    the_study = open_study(name, storage, folder, search)  # the first thing written
     fail_dead_trials(the_study)
-    missing = trials - len(the_study.get_trials(deepcopy=False, states=COUNTED))
-    if missing > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            the_study.optimize(
-                objective,
-                n_trials=missing,
-                timeout=timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=COUNTED)],
-            )
+    run_missing(the_study, Objective(fit_args, search, folder, base.config), trials, timeout)
     return write_results(the_study, folder)
+
+
+def run_missing(study: optuna.Study, objective: "Objective", trials: int, timeout: float | None):
+    """Run trials until the study has `trials` finished or running ones, whoever runs them."""
+    missing = trials - len(study.get_trials(deepcopy=False, states=COUNTED))
+    if missing <= 0:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(
+            objective,
+            n_trials=missing,
+            timeout=timeout,
+            callbacks=[  # a worker that died meanwhile must not hold a place in the count
+                lambda study, _: fail_dead_trials(study),
+                optuna.study.MaxTrialsCallback(trials, states=COUNTED),
+            ],
+        )
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
