@@ -18,23 +18,21 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+from jsonargparse import ArgumentParser, Namespace
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
 
-matplotlib.use("Agg")  # plots are written to files; no display needed
-
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-from jsonargparse import ArgumentParser, Namespace  # noqa: E402
-from lightning.pytorch import Trainer  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from optuna.storages import JournalStorage, RDBStorage  # noqa: E402
-from optuna.storages.journal import JournalFileBackend  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
-from optuna_integration import PyTorchLightningPruningCallback  # noqa: E402
-
-from fashion_lightning.__main__ import make_cli  # noqa: E402
-from fashion_lightning.callbacks import write_atomic_csv  # noqa: E402
-from fashion_lightning.errors import FashionLightningError  # noqa: E402
+from fashion_lightning.__main__ import make_cli
+from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
+from fashion_lightning.errors import FashionLightningError
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -330,6 +328,18 @@ class Objective:
         for key, value in {"seed": seed, "run_dir": str(run_dir), "host": socket.gethostname(),
                            "pid": os.getpid()}.items():  # fmt: skip
             trial.set_user_attr(key, value)
+        cli = self.build(trial, seed, run_dir)
+        pruning = StopWhenPruned(trial, monitor=MONITOR)
+        cli.trainer.callbacks.append(pruning)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # no test: never the test set
+        log_trial_hparams(cli.trainer, trial, seed)
+        pruning.check_pruned()
+        return best_score(cli.trainer, trial)
+
+    def build(self, trial: optuna.Trial, seed: int, run_dir: Path) -> LightningCLI:
+        """The trial's model, data and Trainer, from the recipe's CLI with the sampled values, the
+        seed and a logger writing to `run_dir`; its config (with the recipe's own logger) is kept
+        in the study, for best.yaml."""
         overrides = [f"--{key}={json.dumps(v)}" for key, v in sample(trial, self.search).items()]
         logger = {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -348,12 +358,7 @@ class Objective:
         recipe = cli.config.clone()
         recipe["trainer.logger"] = self.base_logger
         trial.set_user_attr("config", cli.parser.dump(recipe, skip_none=False))
-        pruning = StopWhenPruned(trial, monitor=MONITOR)
-        cli.trainer.callbacks.append(pruning)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        log_trial_hparams(cli.trainer, trial, seed)
-        pruning.check_pruned()
-        return best_score(cli.trainer, trial)
+        return cli
 
 
 class StopWhenPruned(PyTorchLightningPruningCallback):
@@ -485,7 +490,7 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
             fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=folder)
             os.close(fd)
             figure.savefig(partial, dpi=100, facecolor="white")
-            matplotlib.pyplot.close(figure)
+            plt.close(figure)
             os.replace(partial, folder / name)
             written.append(folder / name)
     return written
