@@ -206,22 +206,27 @@ def check_params(search: SearchSpace, config: Namespace) -> None:
                 f"that `python -m fashion_lightning fit --config ... --print_config` shows, e.g. "
                 f"model.optimizer.init_args.lr."
             )
-        is_range = param.low is not None and param.high is not None
-        if is_range == (param.choices is not None):
-            raise FashionLightningError(
-                f"{where} needs either `low` and `high` (a range) or `choices` (a list), not "
-                f"{'both' if is_range else 'neither'}."
-            )
-        if is_range and param.low > param.high:
-            raise FashionLightningError(
-                f"{where} has low {param.low} above high {param.high}: swap them."
-            )
-        if is_range and param.log and param.low <= 0:
-            raise FashionLightningError(
-                f"{where} is searched on a log scale, so low must be above 0 (it is {param.low})."
-            )
-        if param.choices is not None and not param.choices:
-            raise FashionLightningError(f"{where} has no choices: list at least one value.")
+        check_param(where, param)
+
+
+def check_param(where: str, param: Param) -> None:
+    """A range or a list of choices, not both, that Optuna can sample from."""
+    is_range = param.low is not None and param.high is not None
+    if is_range == (param.choices is not None):
+        raise FashionLightningError(
+            f"{where} needs either `low` and `high` (a range) or `choices` (a list), not "
+            f"{'both' if is_range else 'neither'}."
+        )
+    if is_range and param.low > param.high:
+        raise FashionLightningError(
+            f"{where} has low {param.low} above high {param.high}: swap them."
+        )
+    if is_range and param.log and param.low <= 0:
+        raise FashionLightningError(
+            f"{where} is searched on a log scale, so low must be above 0 (it is {param.low})."
+        )
+    if param.choices is not None and not param.choices:
+        raise FashionLightningError(f"{where} has no choices: list at least one value.")
 
 
 def check_values(search: SearchSpace, parser: ArgumentParser, fit_args: list[str]) -> None:

@@ -34,7 +34,8 @@ pruner: {class_path: optuna.pruners.ThresholdPruner, init_args: {lower: 0.5}}
 
 
 def load_study(folder: Path, name: str = "mlp") -> optuna.Study:
-    storage = JournalStorage(JournalFileBackend(str(folder / "tune" / name / "journal.log")))
+    path = (folder / "tune" / name / "journal.log").resolve()  # absolute, as Optuna needs
+    storage = JournalStorage(JournalFileBackend(str(path)))
     return optuna.load_study(study_name=name, storage=storage)
 
 
