@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,export,tune]'  # the tests export and tune
 	touch $(STAMP)
 
 data: setup

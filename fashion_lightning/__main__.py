@@ -336,6 +336,23 @@ def run_command(name: str, args: list[str]) -> Any:
     return COMMANDS[name](**command_parser(name).parse_args(args).as_dict())
 
 
+def tune_main(args: list[str]) -> Path:
+    """The `tune` subcommand: `tune()`'s typed arguments; every other option goes to the fits."""
+    try:  # Optuna is an extra, imported only to tune
+        from fashion_lightning.tune import split_args, tune
+    except ModuleNotFoundError as e:
+        if e.name not in ("optuna", "optuna_integration"):
+            raise
+        raise FashionLightningError(
+            f"`tune` needs Optuna ({e.name} is not installed): pip install -e '.[tune]'."
+        ) from None
+
+    own, fit_args = split_args(args)
+    parser = ArgumentParser(prog="python -m fashion_lightning tune", description=tune.__doc__)
+    parser.add_function_arguments(tune, skip={"fit_args"})
+    return tune(**parser.parse_args(own).as_dict(), fit_args=fit_args)
+
+
 def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
     """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
     (the benchmarks use this to time the shipped configuration)."""
@@ -360,11 +377,14 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
 
 def cli_main(args: ArgsType = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
-    A command of `COMMANDS` runs its function; fit, validate, test and predict the LightningCLI."""
+    A command of `COMMANDS` runs its function, `tune` its study of fits; fit, validate, test and
+    predict run through the LightningCLI."""
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:
             return run_command(argv[0], argv[1:])
+        if isinstance(argv, list) and argv[:1] == ["tune"]:
+            return tune_main(argv[1:])
         return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)

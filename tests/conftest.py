@@ -70,21 +70,31 @@ def fake_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("fashion"))
 
 
-@pytest.fixture
-def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in an empty folder so lightning_logs/ and data/ land there, with no ambient data dir
-    and no pytest options in sys.argv for the CLI to see."""
-    monkeypatch.chdir(tmp_path)
+def enter_run_dir(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
+    """Run in `folder` so lightning_logs/ and data/ land there, with no ambient data dir and no
+    pytest options in sys.argv for the CLI to see."""
+    monkeypatch.chdir(folder)
     monkeypatch.setattr(sys, "argv", ["fashion_lightning"])
     monkeypatch.delenv(idx.ENV_VAR, raising=False)
-    return tmp_path
+    return folder
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test runs in its own empty folder (see `enter_run_dir`)."""
+    return enter_run_dir(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def tiny_args(fake_data_dir: Path, run_dir: Path) -> list[str]:
-    """CLI options that shrink any config to seconds on the synthetic data."""
+    """`tiny_options` on the synthetic data, for a test in its own run folder."""
+    return tiny_options(fake_data_dir)
+
+
+def tiny_options(data_dir: Path) -> list[str]:
+    """CLI options that shrink any config to seconds on the synthetic data in `data_dir`."""
     return [
-        f"--data.data_dir={fake_data_dir}",
+        f"--data.data_dir={data_dir}",
         "--data.val_size=16",
         "--data.batch_size=16",
         "--data.eval_batch_size=16",
