@@ -83,8 +83,13 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def tiny_args(fake_data_dir: Path, run_dir: Path) -> list[str]:
     """CLI options that shrink any config to seconds on the synthetic data."""
+    return tiny_options(fake_data_dir)
+
+
+def tiny_options(data_dir: Path) -> list[str]:
+    """The options of `tiny_args`, for fixtures wider than one test (they pick their own folder)."""
     return [
-        f"--data.data_dir={fake_data_dir}",
+        f"--data.data_dir={data_dir}",
         "--data.val_size=16",
         "--data.batch_size=16",
         "--data.eval_batch_size=16",
