@@ -53,6 +53,11 @@ class PhotoClassifierAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Runs once in each inference worker process."""
+        if device == "cpu":
+            # One image is too little work to split across threads, and torch's idle threads
+            # spin against the HTTP server's process: on 2 cores one thread serves 5x more
+            # requests/s (scripts/bench_serve.py). --workers adds parallelism instead.
+            torch.set_num_threads(1)
         self.model = ProbabilityModel(load_model(self.ckpt_path)).to(device)
 
     def decode_request(self, request) -> tuple[np.ndarray, bool]:
