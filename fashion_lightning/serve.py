@@ -12,6 +12,7 @@ exactly as for `predict --data.predict_path`. An unusable upload gets a 4xx stat
 
 import base64
 import io
+import os
 import signal
 import socket
 from pathlib import Path
@@ -168,15 +169,27 @@ def serve(
     load_model(ckpt_path)  # a bad checkpoint: one paragraph here, not a trace in each worker
     check_port_free(host, port)
     server = build_server(ckpt_path, workers, max_upload_mb)
-    # LitServe shuts its worker processes down on KeyboardInterrupt; make SIGTERM do the same.
-    signal.signal(signal.SIGTERM, interrupt)
+    stop_quietly_on(signal.SIGINT, signal.SIGTERM)
     shown = "127.0.0.1" if host == "0.0.0.0" else f"[{host}]" if ":" in host else host
     print(f"Serving {ckpt_path} at http://{shown}:{port}/ (Ctrl+C stops it)", flush=True)
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
 
 
-def interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def stop_quietly_on(*signals: signal.Signals) -> None:
+    """Ctrl+C or SIGTERM: the main process raises KeyboardInterrupt, on which LitServe stops its
+    worker processes (it handles no SIGTERM itself). Its HTTP server processes are forked with
+    these handlers; uvicorn re-raises the signal in them once it has stopped serving, and there
+    it ends the process as by default, instead of printing a KeyboardInterrupt traceback."""
+    main = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() == main:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in signals:
+        signal.signal(signum, handler)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -210,7 +210,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def live_server(checkpoint: Path, tmp_path_factory) -> Iterator[str]:
     """`python -m fashion_lightning serve` in its own process group on 127.0.0.1; its URL once
-    /health answers 200. Stopped with SIGINT (Ctrl+C), as a person would, then checked gone."""
+    /health answers 200. Stopped as systemd or Docker stop it, with SIGTERM to the main process:
+    it must stop its worker processes too, and quietly."""
     port, log = free_port(), tmp_path_factory.mktemp("serve_log") / "server.log"
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
@@ -223,12 +224,27 @@ def live_server(checkpoint: Path, tmp_path_factory) -> Iterator[str]:
         with httpx2.Client(base_url=url) as http:
             wait_until_healthy(http, timeout=120, process=process, log=log)
         yield url
-        os.killpg(process.pid, signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+        assert group_ends(process.pid, timeout=15), "serve left processes behind"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+
+
+def group_ends(pgid: int, timeout: float) -> bool:
+    """Whether every process of the group `pgid` is gone within `timeout` seconds (the resource
+    tracker and multiprocessing's manager outlive the main process by a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @pytest.mark.slow  # a real server process: about half a minute on 2 cores
