@@ -22,7 +22,7 @@ import litserve as ls
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from jsonargparse.typing import PositiveFloat, PositiveInt, restricted_number_type
 from PIL import Image
@@ -94,6 +94,25 @@ class PhotoClassifierAPI(ls.LitAPI):
         return answer
 
 
+class MultipartOnly:
+    """ASGI middleware: `POST /predict` with a body that is not a multipart form (a raw image,
+    say) gets 415 and how to send it. LitServe would try to parse it as JSON and answer 500."""
+
+    def __init__(self, app: Any, path: str = "/predict") -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            content_type = dict(scope["headers"]).get(b"content-type", b"")
+            if not content_type.startswith(b"multipart/form-data"):
+                detail = (
+                    "Send the photo as the multipart form field `file` (curl -F file=@photo.jpg)."
+                )
+                await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def prediction(probabilities: list[float]) -> dict:
     """The answer's JSON: the most probable class, its probability and every class's."""
     best = int(np.argmax(probabilities))
@@ -127,6 +146,7 @@ def build_server(ckpt_path: str, workers: int = 1, max_upload_mb: float = 10.0) 
         accelerator="auto",
         workers_per_device=workers,
         max_payload_size=max_upload_bytes + FORM_OVERHEAD,
+        middlewares=[MultipartOnly],
     )
     page = PAGE.read_text().replace("{{MAX_UPLOAD_BYTES}}", str(max_upload_bytes))
     replace_index(server.app, page, Depends(server.setup_auth()))

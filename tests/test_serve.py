@@ -155,9 +155,15 @@ def test_bad_uploads_get_a_4xx_with_a_json_reason_and_the_server_keeps_serving(
         assert post_photo(client, tmp_path / "good.png").status_code == 200  # still serving
 
 
-def test_a_request_without_the_file_field_is_told_its_name(client) -> None:
-    answer = client.post("/predict", files={"photo": ("a.png", b"...")})
-    assert answer.status_code == 400 and "`file`" in answer.json()["detail"]
+@pytest.mark.parametrize(
+    ("request_options", "status"),
+    [({"files": {"photo": ("a.png", b"...")}}, 400),  # a form without the field `file`
+     ({"content": b"\xff\xd8 raw JPEG bytes", "headers": {"content-type": "image/jpeg"}}, 415),
+     ({"json": {"file": "a.png"}}, 415)],
+)  # fmt: skip
+def test_a_request_without_the_file_field_is_told_its_name(client, request_options, status) -> None:
+    answer = client.post("/predict", **request_options)
+    assert answer.status_code == status and "`file`" in answer.json()["detail"]
 
 
 def test_health_and_the_page_replace_litserves_index(client) -> None:
