@@ -41,6 +41,7 @@ Port = restricted_number_type("Port", int, [(">=", 1024), ("<=", 65535)])  # Lit
 # Room for the multipart boundaries, part headers and the small form fields beside the file:
 # LitServe refuses a request body over the upload limit plus this before reading it all.
 FORM_OVERHEAD = 64 * 1024
+HOW_TO_SEND = "Send the photo as the multipart form field `file` (curl -F file=@photo.jpg)."
 
 
 class PhotoClassifierAPI(ls.LitAPI):
@@ -67,7 +68,7 @@ class PhotoClassifierAPI(ls.LitAPI):
         type FastAPI should parse the request into."""
         upload = request.get("file") if hasattr(request, "get") else None
         if not isinstance(upload, UploadFile):
-            raise HTTPException(400, "Send the photo as the multipart form field `file`.")
+            raise HTTPException(400, HOW_TO_SEND)
         data = upload.file.read(self.max_upload_bytes + 1)
         if not data:
             raise HTTPException(400, f"{upload.filename or 'The upload'} is empty.")
@@ -105,10 +106,7 @@ class MultipartOnly:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
             content_type = dict(scope["headers"]).get(b"content-type", b"")
             if not content_type.startswith(b"multipart/form-data"):
-                detail = (
-                    "Send the photo as the multipart form field `file` (curl -F file=@photo.jpg)."
-                )
-                await JSONResponse({"detail": detail}, status_code=415)(scope, receive, send)
+                await JSONResponse({"detail": HOW_TO_SEND}, status_code=415)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -131,6 +129,7 @@ def png_base64(image: np.ndarray) -> str:
 
 
 def too_large(max_upload_bytes: int) -> str:
+    """The 413 answer's reason, naming the limit and the option that sets it."""
     return (
         f"The upload is larger than the server's limit of {max_upload_bytes / 1e6:g} MB "
         f"(serve --max_upload_mb). A smaller photo works as well: the model sees 28x28 pixels."
@@ -190,7 +189,7 @@ def serve(
     check_port_free(host, port)
     server = build_server(ckpt_path, workers, max_upload_mb)
     stop_quietly_on(signal.SIGINT, signal.SIGTERM)
-    shown = "127.0.0.1" if host == "0.0.0.0" else f"[{host}]" if ":" in host else host
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)  # an address to browse
     print(f"Serving {ckpt_path} at http://{shown}:{port}/ (Ctrl+C stops it)", flush=True)
     server.run(host=host, port=port, generate_client_file=False, log_level="warning")
 
