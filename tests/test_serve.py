@@ -312,10 +312,17 @@ def test_the_page_shows_the_class_of_a_chosen_photo(
 
     photo = photo_dir / "product.jpg"
     wanted = idx.CLASS_NAMES[int(expected_answers(checkpoint, photo_dir)[photo.name].argmax())]
+    (tmp_path / "notes.jpg").write_text("not an image")
     browser.get(f"{live_server}/")
-    browser.find_element(By.ID, "file").send_keys(str(photo))  # no other click
+    chooser = browser.find_element(By.ID, "file")
+    chooser.send_keys(str(tmp_path / "notes.jpg"))  # the server's reason is shown, in red
+    status = WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "#status.error").text or None
+    )
+    assert "not an image" in status and not browser.find_element(By.ID, "result").is_displayed()
+    chooser.send_keys(str(photo))  # no other click
     shown = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "class").text or None)
-    assert shown == wanted
+    assert shown == wanted and browser.find_element(By.ID, "result").is_displayed()
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == len(idx.CLASS_NAMES)
     assert browser.execute_script("return document.getElementById('seen').naturalWidth") == 28
     assert browser.execute_script("return document.getElementById('photo').naturalWidth") > 28
