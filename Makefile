@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/cnn.yaml
 
-.PHONY: train test test-slow setup data lint format bench tensorboard clean
+.PHONY: train test test-slow browser setup data lint format bench tensorboard clean
 
 train: setup data  ## Train the default model (the CNN), then test the best checkpoint
 	$(PY) -m fashion_lightning fit --config $(CONFIG)
@@ -14,8 +14,12 @@ train: setup data  ## Train the default model (the CNN), then test the best chec
 test: setup data  ## The fast test suite (about a minute on 2 cores)
 	$(PY) -m pytest -q
 
-test-slow: setup data  ## Real-data end-to-end runs: the MLP to its floor, 2-process DDP; runs stopped by signals
+test-slow: setup data browser  ## Real-data runs, 2-process DDP, runs stopped by signals, a live server, a browser
 	$(PY) -m pytest -q -m slow
+
+browser:  ## Debian's Chromium and chromedriver, for the browser test of `serve` (needs root)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update && apt-get install -y chromium chromium-driver; }
 
 setup: $(STAMP)
 

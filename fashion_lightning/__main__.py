@@ -5,7 +5,7 @@ Lightning's `fit | validate | test | predict` run through a LightningCLI with th
 `fit` with no `--config` trains the default recipe shipped in the package, and ends by testing the
 best checkpoint on the official test set. The other commands read the network, model and data
 settings a checkpoint recorded, so they need only `--ckpt_path`. The project's own commands
-(`report`, `export`, ...) are typed functions registered in `COMMANDS`. User mistakes come out as
+(`report`, `export`, `serve`, ...) are typed functions registered in `COMMANDS`. User mistakes come out as
 one paragraph on stderr and exit status 2.
 """
 
@@ -49,6 +49,7 @@ from fashion_lightning.resilience import (
     check_writable,
     find_last_checkpoint,
 )
+from fashion_lightning.serve import serve
 
 # Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
@@ -66,6 +67,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "cnn.yaml"
 COMMANDS: dict[str, Callable[..., Any]] = {
     "report": report,
     "export": export,
+    "serve": serve,
 }
 
 

@@ -14,6 +14,7 @@ import glob
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -74,9 +75,10 @@ def load_photos(path: str) -> Photos:
     return Photos([str(f) for f in files], images, errors)
 
 
-def read_photo(path: str | Path, working_size: int = WORKING_SIZE) -> Image.Image:
-    """The first frame of an image file as RGB, transparency composited on white, upright
-    (EXIF orientation applied) and no larger than `working_size` on its longest edge."""
+def read_photo(path: str | Path | BinaryIO, working_size: int = WORKING_SIZE) -> Image.Image:
+    """The first frame of an image file (a path, or an open binary file such as an upload) as
+    RGB, transparency composited on white, upright (EXIF orientation applied) and no larger than
+    `working_size` on its longest edge."""
     try:
         with Image.open(path) as image:
             image.draft("RGB", (working_size, working_size))  # JPEG: decode at reduced scale
@@ -89,11 +91,11 @@ def read_photo(path: str | Path, working_size: int = WORKING_SIZE) -> Image.Imag
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def describe_failure(path: str | Path, error: Exception) -> str:
+def describe_failure(path: str | Path | BinaryIO, error: Exception) -> str:
     """Why a file could not be read, in words for the `error` column."""
     if isinstance(error, PermissionError):
         return "cannot be read (permission denied)"
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
+    if isinstance(path, str | Path) and Path(path).is_file() and Path(path).stat().st_size == 0:
         return "empty file"
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image PIL can read (PNG, JPEG, WebP, BMP, GIF)"

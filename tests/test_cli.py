@@ -391,6 +391,7 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
                     work / "src"], check=True)  # fmt: skip
     (wheel,) = (work / "dist").glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", work / "site", wheel], check=True)
+    assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
     code = "import fashion_lightning.__main__ as m; print(m.DEFAULT_RECIPE); m.main()"
     result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],

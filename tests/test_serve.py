@@ -1,0 +1,330 @@
+"""`serve`: the HTTP API answers what `predict` answers for the same photo files, refuses bad
+uploads with a 4xx and a JSON reason and keeps serving, and its page replaces LitServe's `GET /`.
+The fast tests run the server in process (LitServe's own test harness and FastAPI's TestClient);
+the slow ones start the real command on a free port of 127.0.0.1 and drive a headless Chromium."""
+
+import base64
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import config, flat, tiny_options
+from fastapi.testclient import TestClient
+from litserve.utils import wrap_litserve_start
+from PIL import Image
+from test_photos import known_image, product_photo
+
+from fashion_lightning import idx, photos
+from fashion_lightning.__main__ import cli_main
+from fashion_lightning.export import ProbabilityModel
+from fashion_lightning.module import load_model
+from fashion_lightning.serve import build_server
+
+MAX_UPLOAD_MB = 0.05  # small, so that the over-limit uploads stay small too
+N_REAL = 6  # real test images sent as photo files
+
+
+@pytest.fixture(scope="module")
+def checkpoint(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MLP fitted on the synthetic data (seconds), shared by this file's tests."""
+    folder = tmp_path_factory.mktemp("serve_fit")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["fashion_lightning"])
+        patch.delenv(idx.ENV_VAR, raising=False)
+        cli = cli_main(["fit", config("mlp"), *tiny_options(fake_data_dir)])
+        return Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
+
+
+@pytest.fixture(scope="module")
+def photo_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real test images as files: stored-style PNGs, and one product-style JPEG photo."""
+    folder = tmp_path_factory.mktemp("serve_photos")
+    images = idx.load_split(real_data_dir, "test")[0][:N_REAL]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"real{i}.png")
+    product_photo(images[0], "rgb").save(folder / "product.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint: Path) -> Iterator[TestClient]:
+    """The server in process: LitServe's test harness starts its inference worker."""
+    server = build_server(str(checkpoint), max_upload_mb=MAX_UPLOAD_MB)
+    with wrap_litserve_start(server), TestClient(server.app) as test_client:
+        wait_until_healthy(test_client, timeout=120)
+        yield test_client
+
+
+def wait_until_healthy(
+    http, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
+    """Poll `GET /health` until it answers 200 (the inference worker has loaded the model)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None:
+            assert process.poll() is None, f"serve exited early:\n{log.read_text()}"
+        try:
+            if http.get("/health", timeout=5).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass  # not listening yet
+        time.sleep(0.25)
+    raise AssertionError(f"the server was not healthy within {timeout} s")
+
+
+def post_photo(client, path: Path, **fields: str) -> httpx2.Response:
+    with path.open("rb") as file:
+        return client.post("/predict", files={"file": (path.name, file)}, data=fields, timeout=60)
+
+
+def expected_answers(checkpoint: Path, folder: Path) -> dict[str, dict]:
+    """What the model says of each photo, computed directly: the reference for the live server."""
+    found = photos.load_photos(str(folder))
+    model = ProbabilityModel(load_model(checkpoint))
+    with torch.no_grad():
+        probabilities = model(torch.from_numpy(found.images)[:, None]).numpy()
+    return {Path(f).name: p for f, p in zip(found.files, probabilities)}
+
+
+def test_answers_equal_predict_for_the_same_photo_files(
+    client, checkpoint: Path, photo_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = cli_main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={photo_dir}",
+                    "--trainer.precision=32-true", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv", keep_default_na=False)
+    assert len(table) == N_REAL + 1 and (table["error"] == "").all()
+    names = list(idx.CLASS_NAMES)
+    for _, row in table.iterrows():
+        answer = post_photo(client, Path(row["file"]))
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["class"] == row["class"]
+        assert list(body["probabilities"]) == names
+        got = np.array(list(body["probabilities"].values()))
+        assert np.abs(got - row[names].to_numpy(dtype=float)).max() < 1e-5
+        assert body["confidence"] == pytest.approx(got.max())
+        assert "model_input_png" not in body  # only when asked for
+
+
+def test_the_image_the_model_saw_comes_back_when_asked(client, photo_dir: Path) -> None:
+    body = post_photo(client, photo_dir / "product.jpg", return_image="1").json()
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["model_input_png"]))))
+    expected = photos.to_fashion_mnist(photos.read_photo(photo_dir / "product.jpg"))
+    assert seen.shape == (28, 28) and np.array_equal(seen, expected)
+
+
+def write_bad_uploads(folder: Path) -> dict[str, tuple[int, str]]:
+    """Uploads the server must refuse: file name -> (status, words its `detail` must hold)."""
+    good = folder / "good.png"
+    product_photo(known_image(), "rgb").save(good)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "broken.png").write_bytes(good.read_bytes()[:200])
+    Image.new("RGB", (50, 40), (248, 246, 240)).save(folder / "blank.png")
+    limit = round(MAX_UPLOAD_MB * 1e6)
+    (folder / "just_over.png").write_bytes(good.read_bytes() + bytes(limit))  # our check
+    (folder / "far_over.png").write_bytes(bytes(3 * limit))  # LitServe's, before reading it all
+    return {"empty.png": (400, "empty"), "notes.jpg": (422, "not an image"),
+            "broken.png": (422, "broken"), "blank.png": (422, "uniform"),
+            "just_over.png": (413, "limit of 0.05 MB"), "far_over.png": (413, "too large")}  # fmt: skip
+
+
+def test_bad_uploads_get_a_4xx_with_a_json_reason_and_the_server_keeps_serving(
+    client, tmp_path: Path
+) -> None:
+    for name, (status, words) in write_bad_uploads(tmp_path).items():
+        answer = post_photo(client, tmp_path / name)
+        assert answer.status_code == status, (name, answer.text)
+        assert words in answer.json()["detail"], (name, answer.json())
+        assert post_photo(client, tmp_path / "good.png").status_code == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    ("request_options", "status"),
+    [({"files": {"photo": ("a.png", b"...")}}, 400),  # a form without the field `file`
+     ({"content": b"\xff\xd8 raw JPEG bytes", "headers": {"content-type": "image/jpeg"}}, 415),
+     ({"json": {"file": "a.png"}}, 415)],
+)  # fmt: skip
+def test_a_request_without_the_file_field_is_told_its_name(client, request_options, status) -> None:
+    answer = client.post("/predict", **request_options)
+    assert answer.status_code == status and "`file`" in answer.json()["detail"]
+
+
+def test_health_and_the_page_replace_litserves_index(client) -> None:
+    assert client.get("/health").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "litserve running" not in page.text
+    assert 'id="file"' in page.text and "{{" not in page.text  # the limit is filled in
+    index_routes = [r for r in client.app.router.routes if getattr(r, "path", None) == "/"]
+    assert len(index_routes) == 1  # replaced, not shadowed
+    # Self-contained: nothing loaded from another origin (no CDN, fonts, scripts or styles).
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", page.text)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [(["--ckpt_path=missing.ckpt"], ["missing.ckpt", "does not exist"]),
+     (["--ckpt_path=x.ckpt", "--port=80"], ["port", "80", "1024"]),
+     (["--ckpt_path=x.ckpt", "--host=192.168.1.5"], ["host", "192.168.1.5", "127.0.0.1"]),
+     (["--ckpt_path=x.ckpt", "--workers=0"], ["workers", "0"])],
+)  # fmt: skip
+def test_serve_option_mistakes_are_one_paragraph(options, words, capsys, run_dir) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["serve", *options])
+    error = flat(capsys.readouterr().err)
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    for word in words:
+        assert word in error, error
+
+
+def test_a_port_in_use_is_one_paragraph(checkpoint: Path, capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit):
+            cli_main(["serve", f"--ckpt_path={checkpoint}", f"--port={port}"])
+    assert f"--port {port}" in flat(capsys.readouterr().err)
+
+
+# --- A real server: the command itself, on a free port of this machine only --------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(checkpoint: Path, tmp_path_factory) -> Iterator[str]:
+    """`python -m fashion_lightning serve` in its own process group on 127.0.0.1; its URL once
+    /health answers 200. Stopped as systemd or Docker stop it, with SIGTERM to the main process:
+    it must stop its worker processes too, and quietly."""
+    port, log = free_port(), tmp_path_factory.mktemp("serve_log") / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fashion_lightning", "serve", f"--ckpt_path={checkpoint}",
+             f"--port={port}"],  # fmt: skip
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        with httpx2.Client(base_url=url) as http:
+            wait_until_healthy(http, timeout=120, process=process, log=log)
+        yield url
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+        assert group_ends(process.pid, timeout=15), "serve left processes behind"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def group_ends(pgid: int, timeout: float) -> bool:
+    """Whether every process of the group `pgid` is gone within `timeout` seconds (the resource
+    tracker and multiprocessing's manager outlive the main process by a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow  # a real server process: about half a minute on 2 cores
+def test_200_requests_8_at_a_time_are_all_answered_correctly(
+    live_server: str, checkpoint: Path, photo_dir: Path
+) -> None:
+    expected = expected_answers(checkpoint, photo_dir)
+    files = sorted(photo_dir.iterdir())
+    jobs = [files[i % len(files)] for i in range(200)]
+
+    def ask(path: Path) -> tuple[str, dict]:
+        with httpx2.Client(base_url=live_server, timeout=60) as http:
+            answer = post_photo(http, path)
+        assert answer.status_code == 200, answer.text
+        return path.name, answer.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, jobs, timeout=300))
+    assert len(answers) == 200
+    for name, body in answers:
+        got = np.array(list(body["probabilities"].values()))
+        assert np.abs(got - expected[name]).max() < 1e-5, name
+        assert body["class"] == idx.CLASS_NAMES[int(expected[name].argmax())]
+
+
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """Debian's headless Chromium driven by selenium through Debian's chromedriver."""
+    from selenium import webdriver
+
+    driver_path, chromium = shutil.which("chromedriver"), shutil.which("chromium")
+    if not (driver_path and chromium):
+        pytest.fail(
+            "The browser test needs Debian's chromium and chromium-driver: run `make test-slow` "
+            "(it installs them) or apt-get install chromium chromium-driver."
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    fresh_profile = f"--user-data-dir={tmp_path / 'chromium'}"
+    for flag in [*CHROME_FLAGS, fresh_profile, "--window-size=1000,720"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow  # a real server and a real browser
+def test_the_page_shows_the_class_of_a_chosen_photo(
+    live_server: str, browser, checkpoint: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = photo_dir / "product.jpg"
+    wanted = idx.CLASS_NAMES[int(expected_answers(checkpoint, photo_dir)[photo.name].argmax())]
+    (tmp_path / "notes.jpg").write_text("not an image")
+    browser.get(f"{live_server}/")
+    chooser = browser.find_element(By.ID, "file")
+    chooser.send_keys(str(tmp_path / "notes.jpg"))  # the server's reason is shown, in red
+    status = WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "#status.error").text or None
+    )
+    assert "not an image" in status and not browser.find_element(By.ID, "result").is_displayed()
+    chooser.send_keys(str(photo))  # no other click
+    shown = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "class").text or None)
+    assert shown == wanted and browser.find_element(By.ID, "result").is_displayed()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == len(idx.CLASS_NAMES)
+    assert browser.execute_script("return document.getElementById('seen').naturalWidth") == 28
+    assert browser.execute_script("return document.getElementById('photo').naturalWidth") > 28
+    screenshot = tmp_path / "serve_page.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
