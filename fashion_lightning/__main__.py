@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
@@ -396,6 +397,10 @@ def cli_main(args: ArgsType = None) -> Any:
 def main() -> None:
     """The `fashion-lightning` console script."""
     cli_main()
+    # Lightning leaves a DDP process group open; gloo's threads then abort the interpreter at exit
+    # now and then ("terminate called without an active exception", status -6).
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
