@@ -72,6 +72,9 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 }
 
 
+TUNE_HELP = "Search hyperparameters: an Optuna study of ordinary fits (see `tune --help`)."
+
+
 def trainer_defaults() -> dict:
     """The Trainer's defaults. The project's callbacks are added in `optional_callbacks`, so a
     recipe's `trainer.callbacks` (e.g. weight EMA) adds to them rather than replacing them."""
@@ -156,6 +159,9 @@ class FashionCLI(LightningCLI):
         for name in COMMANDS:
             help_line = inspect.getdoc(COMMANDS[name]).splitlines()[0]
             parser._subcommands_action.add_subcommand(name, command_parser(name), help=help_line)
+        # `tune` imports Optuna, an extra: listed here, parsed by `tune_main` (`tune --help`).
+        tune_parser = ArgumentParser(prog="python -m fashion_lightning tune", description=TUNE_HELP)
+        parser._subcommands_action.add_subcommand("tune", tune_parser, help=TUNE_HELP)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = sys.argv[1:] if args is None else args

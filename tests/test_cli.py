@@ -315,7 +315,7 @@ def test_help_lists_every_command(capsys, run_dir: Path) -> None:
         cli_main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", *COMMANDS):
+    for command in ("fit", "validate", "test", "predict", *COMMANDS, "tune"):
         assert f"    {command} " in out, command
 
 
