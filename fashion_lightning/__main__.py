@@ -142,7 +142,9 @@ class FashionCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
         callbacks = [*(trainer.get("callbacks") or []), *optional_callbacks(trainer)]
-        if trainer.get("precision") is None:  # not chosen by config or command line
+        # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
+        # so validate/test/predict give the same numbers as report, export and serve.
+        if trainer.get("precision") is None and self.subcommand == "fit":
             kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
         if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
@@ -357,7 +359,8 @@ def tune_main(args: list[str]) -> Path:
         ) from None
 
     own, fit_args = split_args(args)
-    parser = ArgumentParser(prog="python -m fashion_lightning tune", description=tune.__doc__)
+    summary = inspect.getdoc(tune).split("\n\nArgs:")[0]  # the options list the arguments
+    parser = ArgumentParser(prog="python -m fashion_lightning tune", description=summary)
     parser.add_function_arguments(tune, skip={"fit_args"})
     return tune(**parser.parse_args(own).as_dict(), fit_args=fit_args)
 

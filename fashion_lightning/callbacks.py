@@ -1,6 +1,7 @@
 """Lightning callbacks of the project: what gets written to disk besides Lightning's own logs."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -88,9 +89,14 @@ def photo_grid_inputs(found: photos.Photos, indices: Tensor, table: pd.DataFrame
 def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:
     """Write next to `path`, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    table.to_csv(partial, index=False, float_format="%.6f")
-    os.replace(partial, path)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:  # a name of its own: several writers (e.g. tune workers) never share one
+        with os.fdopen(fd, "w") as file:
+            table.to_csv(file, index=False, float_format="%.6f")
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 class TensorBoardImages(Callback):

@@ -12,6 +12,18 @@ class FashionLightningError(Exception):
     """A user mistake (bad data, bad config, bad checkpoint), explained in one paragraph."""
 
 
+def check_dropout(dropout: float) -> None:
+    """Refuse a dropout probability outside [0, 1] before torch raises a bare ValueError."""
+    if not 0.0 <= dropout <= 1.0:
+        raise FashionLightningError(
+            f"--model.net.init_args.dropout is {dropout}; it is a probability, 0 (off) to 1."
+        )
+
+
+class NonFiniteLoss(FashionLightningError):
+    """A run diverged (NaN or infinite training loss): a bad setting, which a search may skip."""
+
+
 def paragraph(message: str, prefix: str = "error: ") -> str:
     """`error: <message>` wrapped to 100 columns; paths and options are never split across lines."""
     return textwrap.fill(

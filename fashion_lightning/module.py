@@ -1,6 +1,6 @@
 """The one LightningModule: trains any classifier network given to it.
 
-MLP, CNN and faster recipes differ only by the `net`, optimizer and schedule chosen in YAML; the
+MLP, CNN and ResNet recipes differ only by the `net`, optimizer and schedule chosen in YAML; the
 training behaviour below is written once and shared (as in Lightning's `backbone_image_classifier`).
 """
 

@@ -48,7 +48,13 @@ def find_photos(path: str) -> list[Path]:
     where = Path(path).expanduser()
     if where.is_dir():
         found = (p for p in where.rglob("*") if p.suffix.lower() in SUFFIXES)
-        return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise FashionLightningError(
+                f"--data.predict_path {path} holds no image files (searched recursively for "
+                f"{', '.join(sorted(SUFFIXES))}). Convert the photos to one of these formats."
+            )
+        return files
     if where.exists():
         return [where]
     matches = sorted(Path(p) for p in glob.glob(str(where), recursive=True))

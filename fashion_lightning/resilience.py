@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
-from fashion_lightning.errors import FashionLightningError, paragraph
+from fashion_lightning.errors import FashionLightningError, NonFiniteLoss, paragraph
 
 RNG_KEY = "rng_states"
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + signal number, as shells report
@@ -254,7 +254,7 @@ class FiniteLoss(Callback):
             finite = trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
         if not finite:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
-            raise FashionLightningError(
+            raise NonFiniteLoss(
                 f"The training loss is {loss.item()} at step {trainer.global_step} (epoch "
                 f"{trainer.current_epoch}, learning rate {lr:.3g}); the run stopped before this "
                 f"step changed the weights, and no checkpoint was written after it. Usual causes: "

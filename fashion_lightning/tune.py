@@ -32,7 +32,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from fashion_lightning.__main__ import make_cli
 from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -128,6 +128,7 @@ def run_missing(study: optuna.Study, objective: "Objective", trials: int, timeou
             objective,
             n_trials=missing,
             timeout=timeout,
+            catch=(NonFiniteLoss,),  # a diverging trial fails; the study goes on
             callbacks=[  # a worker that died meanwhile must not hold a place in the count
                 lambda study, _: fail_dead_trials(study),
                 optuna.study.MaxTrialsCallback(trials, states=COUNTED),

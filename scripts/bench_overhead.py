@@ -45,7 +45,8 @@ class StepTimer(L.Callback):
 
 def lightning_epoch(batch_size: int, folder: str) -> float:
     args = [f"--config={CONFIG}", f"--data.batch_size={batch_size}",
-            f"--trainer.max_epochs={EPOCHS}", f"--trainer.logger.init_args.save_dir={folder}"]  # fmt: skip
+            f"--trainer.max_epochs={EPOCHS}", f"--trainer.logger.init_args.save_dir={folder}",
+            "--trainer.precision=32-true"]  # fmt: skip  # as the plain loop, on any CPU
     sys.argv = ["fashion_lightning"]
     cli = make_cli(args, run=False)
     timer = StepTimer()

@@ -57,3 +57,9 @@ def test_resnet_stages_halve_the_image_twice(depth: int, stem_stride: int, side:
 def test_resnet_refuses_a_depth_that_is_not_6n_plus_4() -> None:
     with pytest.raises(FashionLightningError, match="6n \\+ 4"):
         ResNet(depth=12)
+
+
+@pytest.mark.parametrize("make", [MLP, CNN, ResNet])
+def test_a_dropout_outside_zero_to_one_is_refused_clearly(make) -> None:
+    with pytest.raises(FashionLightningError, match="dropout is 1.5"):
+        make(dropout=1.5)

@@ -105,3 +105,6 @@ def test_unusable_files_become_error_rows(tmp_path: Path) -> None:
 def test_a_path_that_names_nothing_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FashionLightningError, match="--data.predict_path"):
         photos.load_photos(str(tmp_path / "*.jpg"))
+    (tmp_path / "photo.heic").write_bytes(b"not ours")
+    with pytest.raises(FashionLightningError, match="holds no image files"):
+        photos.load_photos(str(tmp_path))  # a folder of other formats: said, not silent

@@ -52,3 +52,11 @@ def test_an_explicit_precision_wins(tiny_args, precision: str, caplog) -> None:
                     f"--trainer.precision={precision}"])  # fmt: skip
     assert cli.trainer.precision == precision
     assert "Precision:" not in caplog.text
+
+
+def test_evaluation_stays_float32_unless_told(tiny_args) -> None:
+    """validate/test/predict give the numbers report, export and serve give: float32."""
+    fit = cli_main(["fit", config("mlp"), *tiny_args])
+    args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
+    best = fit.trainer.checkpoint_callback.best_model_path
+    assert cli_main(["test", f"--ckpt_path={best}", *args]).trainer.precision == "32-true"

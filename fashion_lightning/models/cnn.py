@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.errors import FashionLightningError, check_dropout
 from fashion_lightning.models.mlp import MLP
 
 
@@ -42,6 +42,7 @@ class CNN(nn.Module):
                 step on CPU, where the full-resolution max-pool is the most expensive op.
         """
         super().__init__()
+        check_dropout(dropout)
         if not 1 <= len(channels) <= 4:
             raise FashionLightningError(
                 f"CNN channels {list(channels)}: give 1 to 4 blocks, since each halves the 28x28 "

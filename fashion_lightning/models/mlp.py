@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from fashion_lightning.errors import check_dropout
+
 
 class MLP(nn.Module):
     """Fully connected classifier; also the CNN's head."""
@@ -26,6 +28,7 @@ class MLP(nn.Module):
             in_features: Inputs after flattening (784 for a 28x28 image).
         """
         super().__init__()
+        check_dropout(dropout)
         layers: list[nn.Module] = [nn.Flatten()]
         widths = [in_features, *hidden_sizes]
         for fan_in, fan_out in zip(widths, widths[1:]):
