@@ -1,7 +1,5 @@
 """Lightning callbacks of the project: what gets written to disk besides Lightning's own logs."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +12,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from fashion_lightning import photos, plots
+from fashion_lightning.atomic import atomic_path
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.idx import CLASS_NAMES
 
@@ -88,15 +87,8 @@ def photo_grid_inputs(found: photos.Photos, indices: Tensor, table: pd.DataFrame
 
 def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:
     """Write next to `path`, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:  # a name of its own: several writers (e.g. tune workers) never share one
-        with os.fdopen(fd, "w") as file:
-            table.to_csv(file, index=False, float_format="%.6f")
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as partial:
+        table.to_csv(partial, index=False, float_format="%.6f")
 
 
 class TensorBoardImages(Callback):

@@ -7,7 +7,6 @@ checkpoint uses flip test-time augmentation) and returns class probabilities `(N
 The batch axis is dynamic. The file is written beside its final name and renamed into place.
 """
 
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from fashion_lightning.atomic import atomic_path
 from fashion_lightning.data import normalize
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.module import ClassifierModule, flip_averaged, load_model
@@ -50,12 +50,9 @@ def export(ckpt_path: str, format: Format = "onnx", out: str | None = None) -> P
     """
     model = ProbabilityModel(load_model(ckpt_path))
     target = Path(out) if out else Path(ckpt_path).with_suffix(SUFFIXES[format])
-    partial = target.with_name(f".{target.name}.partial")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad():
+        with atomic_path(target) as partial, torch.no_grad():
             WRITERS[format](model, partial)
-        os.replace(partial, target)
     except OSError as e:
         raise FashionLightningError(
             f"--out {target}: cannot write there ({e.strerror}). Choose a file in a folder you can "

@@ -5,7 +5,6 @@ it as a PNG (`save_png`) or sends it to TensorBoard (`logger.experiment.add_figu
 drawn dark-on-white (the `gray_r` colormap) so they read on paper as well as on screen.
 """
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from fashion_lightning.atomic import atomic_path  # noqa: E402
 
 IMAGE_CMAP = "gray_r"
 TRAIN, EVAL = "#1f77b4", "#d62728"  # blue and red stay distinct in grayscale print too
@@ -191,9 +192,9 @@ def photo_grid(
 def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save and close (figures hold memory until closed); written aside, then renamed."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    # layouts are tight already: exact pixel size
-    fig.savefig(partial, format="png", dpi=dpi, facecolor="white")
-    plt.close(fig)
-    os.replace(partial, path)
+    try:
+        with atomic_path(path) as partial:  # layouts are tight already: exact pixel size
+            fig.savefig(partial, format="png", dpi=dpi, facecolor="white")
+    finally:
+        plt.close(fig)
     return path

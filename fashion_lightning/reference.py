@@ -14,7 +14,6 @@ Evaluate a Lightning MLP checkpoint with it:  python -m fashion_lightning.refere
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_lightning import idx
+from fashion_lightning.atomic import atomic_path
 from fashion_lightning.errors import FashionLightningError, paragraph
 
 Weights = list[tuple[np.ndarray, np.ndarray]]  # [(W (O, I), b (O,)), ...] input side first
@@ -340,11 +340,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
 
 def write_json(data: dict, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(data, indent=2, default=str))
     except OSError as e:
         raise FashionLightningError(
             f"--metrics-json {path}: cannot write it ({e.strerror}). Name a file in a folder you "

@@ -11,14 +11,12 @@ import argparse
 import json
 import os
 import socket
-import tempfile
 import warnings
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 from jsonargparse import ArgumentParser, Namespace
@@ -31,8 +29,10 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from fashion_lightning.__main__ import make_cli
+from fashion_lightning.atomic import atomic_path
 from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
+from fashion_lightning.plots import save_png
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -458,21 +458,15 @@ def write_results(study: optuna.Study, folder: Path) -> Path:
     if complete:
         best = study.best_trial
         print(f"Best trial: {best.number}, val/acc {best.value:.4f}, {best.params}")
-        written.append(write_atomic(folder / "best.yaml", best.user_attrs["config"]))
+        with atomic_path(folder / "best.yaml") as partial:
+            partial.write_text(best.user_attrs["config"])
+        written.append(folder / "best.yaml")
         written += write_plots(study, folder)
     else:
         print("No trial has completed yet: no best.yaml or plots.")
     for path in written:
         print(f"Written: {path}")
     return folder
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(partial, path)
-    return path
 
 
 def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
@@ -493,10 +487,5 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
                 continue
             figure.set_size_inches(8, 5)
             figure.tight_layout()
-            fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=folder)
-            os.close(fd)
-            figure.savefig(partial, dpi=100, facecolor="white")
-            plt.close(figure)
-            os.replace(partial, folder / name)
-            written.append(folder / name)
+            written.append(save_png(figure, folder / name))
     return written
