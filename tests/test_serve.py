@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import config, flat, tiny_options
+from conftest import config, enter_run_dir, flat, tiny_options
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
@@ -43,9 +43,7 @@ def checkpoint(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A tiny MLP fitted on the synthetic data (seconds), shared by this file's tests."""
     folder = tmp_path_factory.mktemp("serve_fit")
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setattr(sys, "argv", ["fashion_lightning"])
-        patch.delenv(idx.ENV_VAR, raising=False)
+        enter_run_dir(patch, folder)
         cli = cli_main(["fit", config("mlp"), *tiny_options(fake_data_dir)])
         return Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
 
