@@ -13,30 +13,15 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fashion_lightning.atomic import atomic_path
-from fashion_lightning.data import normalize
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.module import ClassifierModule, flip_averaged, load_model
+from fashion_lightning.inference import ProbabilityModel
+from fashion_lightning.module import load_model
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
-
-
-class ProbabilityModel(nn.Module):
-    """uint8 images (N, 1, 28, 28) -> class probabilities (N, C) float32."""
-
-    def __init__(self, model: ClassifierModule) -> None:
-        super().__init__()
-        # The plain network, not the LightningModule: tracing must not touch its Trainer hooks.
-        self.net, self.tta_flip = model.net, model.tta_flip
-        self.eval().requires_grad_(False)  # inference: BatchNorm's statistics, no dropout, no grad
-
-    def forward(self, images: Tensor) -> Tensor:
-        x = normalize(images)
-        logits = flip_averaged(self.net, x) if self.tta_flip else self.net(x)
-        return logits.float().softmax(dim=-1)
 
 
 def export(ckpt_path: str, format: Format = "onnx", out: str | None = None) -> Path:

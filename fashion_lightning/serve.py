@@ -30,8 +30,8 @@ from starlette.datastructures import UploadFile
 
 from fashion_lightning import photos
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.export import ProbabilityModel
 from fashion_lightning.idx import CLASS_NAMES
+from fashion_lightning.inference import ProbabilityModel
 from fashion_lightning.module import load_model
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"

@@ -13,7 +13,6 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,15 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from fashion_lightning.__main__ import make_cli
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
+from fashion_lightning.cli import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
 from fashion_lightning.plots import save_png
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
-# Options of `tune` itself; every other option on the command line goes to each trial's fit.
-TUNE_OPTIONS = ("config", "trials", "timeout", "study", "storage", "space")
 MONITOR = "val/acc"  # what a study maximizes and prunes on: never a test metric
 # Trials that count towards --trials: finished ones, and those other workers are running now.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -134,24 +131,6 @@ def run_missing(study: optuna.Study, objective: "Objective", trials: int, timeou
                 optuna.study.MaxTrialsCallback(trials, states=COUNTED),
             ],
         )
-
-
-def split_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """`tune`'s own options, and the rest for every trial's fit (`--name value`, `--name=value`)."""
-    own: list[str] = []
-    rest: list[str] = []
-    it = iter(args)
-    for arg in it:
-        name = arg.removeprefix("--").split("=", 1)[0]
-        if arg in ("-h", "--help"):
-            own.append(arg)
-        elif arg.startswith("--") and name in TUNE_OPTIONS:
-            own.append(arg)
-            if "=" not in arg:
-                own.extend(islice(it, 1))  # its value; the parser reports a missing one
-        else:
-            rest.append(arg)
-    return own, rest
 
 
 def check_budget(trials: int, timeout: float | None) -> None:

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fashion_lightning.__main__ import make_cli
+from fashion_lightning.cli import make_cli
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.module import WarmupDecay
 

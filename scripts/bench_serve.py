@@ -32,8 +32,8 @@ from bench_time_to_accuracy import cpu_description
 from PIL import Image
 
 from fashion_lightning import idx, photos
-from fashion_lightning.__main__ import make_cli
-from fashion_lightning.export import ProbabilityModel
+from fashion_lightning.cli import make_cli
+from fashion_lightning.inference import ProbabilityModel
 from fashion_lightning.module import load_model
 
 N_PHOTOS = 50

@@ -15,7 +15,7 @@ from conftest import CONFIGS, config, flat, scalars, synthetic_split
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fashion_lightning.__main__ import COMMANDS, DEFAULT_RECIPE, cli_main
+from fashion_lightning.cli import COMMANDS, DEFAULT_RECIPE, cli_main
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.models import CNN, MLP
 from fashion_lightning.module import ClassifierModule
@@ -315,7 +315,7 @@ def test_help_lists_every_command(capsys, run_dir: Path) -> None:
         cli_main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", *COMMANDS, "tune"):
+    for command in ("fit", "validate", "test", "predict", *COMMANDS):
         assert f"    {command} " in out, command
 
 
@@ -393,7 +393,10 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     subprocess.run([*pip, "install", "--no-deps", "--target", work / "site", wheel], check=True)
     assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
-    code = "import fashion_lightning.__main__ as m; print(m.DEFAULT_RECIPE); m.main()"
+    code = (
+        "import fashion_lightning.__main__ as m, fashion_lightning.cli as c; "
+        "print(c.DEFAULT_RECIPE); m.main()"
+    )
     result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],
                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
     assert result.stdout.startswith(str(work / "site" / "fashion_lightning" / "configs"))

@@ -10,7 +10,7 @@ import torch
 from conftest import config
 
 from fashion_lightning import idx
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 from fashion_lightning.data import normalize
 from fashion_lightning.export import SUFFIXES
 from fashion_lightning.module import load_model

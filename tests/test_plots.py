@@ -10,7 +10,7 @@ import pytest
 from conftest import config, flat, synthetic_split
 
 from fashion_lightning import plots, reference
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 from fashion_lightning.idx import CLASS_NAMES
 
 IMAGES, LABELS = synthetic_split(60, seed=0)

@@ -3,7 +3,7 @@
 import pytest
 from conftest import config
 
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 from fashion_lightning.precision import Capabilities, resolve_precision
 
 NO_GPU = dict(cuda=False, cuda_bf16=False, cuda_name="")

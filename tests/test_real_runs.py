@@ -9,7 +9,7 @@ import pytest
 from conftest import config, scalars
 
 from fashion_lightning import reference
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 
 pytestmark = pytest.mark.slow
 # float32 on every CPU: the NumPy reference and one-process evaluations are compared to 1e-4.

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import config
 
 from fashion_lightning import reference
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.models import MLP
 

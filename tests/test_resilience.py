@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import config, flat
 
-from fashion_lightning.__main__ import cli_main
+from fashion_lightning.cli import cli_main
 from fashion_lightning.data import TensorBatches
 from fashion_lightning.resilience import AtomicCheckpointIO, resume_args
 

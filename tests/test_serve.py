@@ -29,8 +29,8 @@ from PIL import Image
 from test_photos import known_image, product_photo
 
 from fashion_lightning import idx, photos
-from fashion_lightning.__main__ import cli_main
-from fashion_lightning.export import ProbabilityModel
+from fashion_lightning.cli import cli_main
+from fashion_lightning.inference import ProbabilityModel
 from fashion_lightning.module import load_model
 from fashion_lightning.serve import build_server
 

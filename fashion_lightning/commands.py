@@ -1,0 +1,61 @@
+"""The project's own commands beside Lightning's fit/validate/test/predict: one registry.
+
+Each command is a typed function whose docstring is its help and whose arguments are its options.
+Entries name the function rather than import it, so `python -m fashion_lightning fit` does not pay
+for LitServe, onnx or Optuna (and fails only when the command that needs a missing extra runs).
+Adding a command is one line here.
+"""
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fashion_lightning.errors import FashionLightningError
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered command: where its function lives, its one-line help, and the extra (pip
+    install -e '.[EXTRA]') whose packages it imports, if any."""
+
+    target: str  # "module:function"
+    help: str
+    extra: str | None = None
+    # A command whose own parser takes only some options and hands the rest on (tune's fits).
+    passes_on_unknown: bool = False
+
+    def load(self) -> Callable[..., Any]:
+        module_name, function = self.target.split(":")
+        try:
+            return getattr(importlib.import_module(module_name), function)
+        except ModuleNotFoundError as e:
+            if self.extra is None or e.name.split(".")[0] == "fashion_lightning":
+                raise
+            raise FashionLightningError(
+                f"This command needs the `{self.extra}` extra ({e.name} is not installed): "
+                f"pip install -e '.[{self.extra}]'."
+            ) from None
+
+
+COMMANDS: dict[str, Command] = {
+    "report": Command(
+        "fashion_lightning.report:report",
+        "Evaluate a checkpoint on the test set and write its report folder.",
+    ),
+    "export": Command(
+        "fashion_lightning.export:export",
+        "Export a checkpoint's model for use outside Python training code (ONNX or TorchScript).",
+    ),
+    "serve": Command(
+        "fashion_lightning.serve:serve",
+        "Serve a checkpoint's model over HTTP (LitServe): POST /predict, GET /health, and a page "
+        "at GET / to try it on a photo.",
+    ),
+    "tune": Command(
+        "fashion_lightning.tune:tune",
+        "Search a recipe's hyperparameters with Optuna; every trial is an ordinary `fit`.",
+        extra="tune",
+        passes_on_unknown=True,
+    ),
+}
