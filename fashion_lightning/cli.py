@@ -2,15 +2,18 @@
 project's defaults, and the project's own commands (`commands.COMMANDS`) beside them.
 
 `fit` with no `--config` trains the default recipe shipped in the package, and ends by testing the
-best checkpoint on the official test set. The other commands read the network, model and data
-settings a checkpoint recorded, so they need only `--ckpt_path`. User mistakes come out as one
-paragraph on stderr and exit status 2.
+best checkpoint on the official test set. The evaluation commands read the network, model and
+data settings a checkpoint recorded, so they need only `--ckpt_path`; they print their metrics and
+write no TensorBoard run of their own. User mistakes come out as one paragraph on stderr and exit
+status 2.
 """
 
 import contextlib
 import inspect
+import logging
 import sys
 import warnings
+from importlib.metadata import version
 from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,13 +22,19 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser
+from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from fashion_lightning.atomic import check_writable, writable_problem
+from fashion_lightning.callbacks import PredictionWriter
+from fashion_lightning.checkpoint import Checkpoint
 from fashion_lightning.commands import COMMANDS
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, paragraph
-from fashion_lightning.module import ClassifierModule, config_hint, load_checkpoint, recorded_config
+from fashion_lightning.internals import FencedLightningCLI, list_subcommand
+from fashion_lightning.module import ClassifierModule
+from fashion_lightning.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
 from fashion_lightning.resilience import AtomicCheckpointIO, LastCheckpoint, find_last_checkpoint
 from fashion_lightning.trainer import (
     auto_precision,
@@ -34,18 +43,28 @@ from fashion_lightning.trainer import (
     trainer_defaults,
 )
 
-# Our batches come from in-memory tensors with no sampler: PredictionWriter knows the indices itself.
+# Our batches come from in-memory tensors with no sampler: they carry their samples' indices.
 warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 # `--ckpt_path last` resumes into the run's own folder, which of course holds checkpoints already.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-
-# Names that `--ckpt_path` resolves itself rather than reading a file.
-SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
-
-# The recipe `fit` trains when given no --config; inside the package, so a wheel install has it.
-DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "cnn.yaml"
+# The CLI rewrites recipe names in sys.argv into paths and hands it over as `args`: on purpose.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+# Lightning 2.6's own use of an API torch 2.14 deprecates, printed on every command: not ours.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 PROG = "python -m fashion_lightning"
+EVALUATION = ("validate", "test", "predict")
+# Names that `--ckpt_path` resolves itself rather than reading a file (only `fit` uses them).
+SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
+# Lightning's subcommands in one line each (its own lines are cut from docstrings mid-sentence).
+LIGHTNING_HELP = {
+    "fit": "Train a recipe (default: the CNN; `fit --help` lists them), then test its best checkpoint.",
+    "validate": "Evaluate a checkpoint (--ckpt_path FILE) on the validation split.",
+    "test": "Evaluate a checkpoint (--ckpt_path FILE) on the official test set.",
+    "predict": "Classify the test set, or your photos (--data.predict_path), with a checkpoint.",
+}
+DESCRIPTION = "Train, evaluate and use Fashion-MNIST classifiers with PyTorch Lightning."
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -54,28 +73,39 @@ class ArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
             super().error(message, ex)
-        hint = f"Run `{self.prog} --help` to list every option and its type."
+        prog = self.prog.replace(" [options]", "")
+        hint = f"Run `{prog} --help` to list every option and its type."
         message = " ".join(message.split()).rstrip(".")
         print(paragraph(f"{message}. {hint}"), file=sys.stderr)
         raise SystemExit(2)
 
 
-class FashionCLI(LightningCLI):
+class FashionCLI(FencedLightningCLI):
     """LightningCLI over `ClassifierModule` and `FashionMNISTDataModule`."""
+
+    checkpoint: Checkpoint | None = None  # what --ckpt_path names, read once
+    precision_chosen = False  # fit's precision picked for this hardware, not by the user
+    whole_limits: dict[str, int] = {}  # limit_*_batches given as numbers of batches
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         kwargs.setdefault("allow_abbrev", False)  # `--model.lr` must not mean `--model.lr_decay`
         return super().init_parser(**kwargs)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        """The Trainer, plus the callbacks that its logger and progress-bar settings allow."""
+        """The Trainer, plus the callbacks that its logger and progress-bar settings allow.
+        Evaluation runs with no logger and saves no config: it is not a run of its own."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        trainer = config.get("trainer") or {}
+        trainer = dict(config.get("trainer") or {})
+        if self.subcommand in EVALUATION:
+            trainer["logger"] = kwargs["logger"] = False
+            self.save_config_callback = None
         callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
         # so validate/test/predict give the same numbers as report, export and serve.
         if trainer.get("precision") is None and self.subcommand == "fit":
             kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
+            self.precision_chosen = True
+        kwargs.update(self.whole_limits)
         if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
@@ -84,51 +114,61 @@ class FashionCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
 
-    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
-        """Lightning's subcommands, then the project's own: one `--help` lists them all (they
-        run through `cli_main`, never through the LightningCLI)."""
-        super()._add_subcommands(parser, **kwargs)
+    def add_project_subcommands(self, parser: LightningArgumentParser) -> None:
+        """One `--help` lists Lightning's subcommands and the project's own (which run through
+        `cli_main`, never through the LightningCLI)."""
+        for name, help_line in LIGHTNING_HELP.items():
+            list_subcommand(parser, name, help_line)
         for name, command in COMMANDS.items():
-            listed = ArgumentParser(prog=f"{PROG} {name}", description=command.help)
-            parser._subcommands_action.add_subcommand(name, listed, help=command.help)
+            list_subcommand(parser, name, command.help)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        argv = sys.argv[1:] if args is None else args
+        argv = list(sys.argv[1:] if args is None else args)
         check_yaml_files(argv)
-        if isinstance(argv, list):
-            self.use_checkpoint_config(argv)
+        self.use_checkpoint_config(argv)
         super().parse_arguments(parser, args)
-        if self.config.get("subcommand") == "fit" and self.config.fit.get("ckpt_path") == "last":
+        self.whole_limits = whole_limits(argv)
+        subcommand = self.config.get("subcommand")
+        if subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             self.resolve_last_checkpoint()
-        ckpt_path = self.ckpt_path()
-        if ckpt_path:  # before LightningCLI reads the checkpoint's hyperparameters into the config
-            self.check_ckpt_network(ckpt_path)
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in SPECIAL_CKPT_PATHS:
+            self.checkpoint = self.checkpoint or Checkpoint.read(path)
+            self.check_network(self.config[subcommand].model.net, path)
 
     def use_checkpoint_config(self, argv: list[str]) -> None:
-        """Make the model and data settings recorded in `--ckpt_path` the subcommand's defaults,
-        under any `--config` and option given: the checkpoint alone is enough to evaluate it."""
+        """An evaluation command needs a checkpoint file: make the model and data settings it
+        recorded the subcommand's defaults, under any `--config` and option given, so the
+        checkpoint alone is enough to evaluate it."""
         subcommand = argv[0] if argv else None
+        if subcommand not in EVALUATION or {"-h", "--help"} & set(argv):
+            return
         path = option_value(argv, "--ckpt_path")
-        if subcommand in (None, "fit") or path is None or path in SPECIAL_CKPT_PATHS:
-            return  # `fit` trains its recipe; resuming checks the network against it
-        self.checkpoint = load_checkpoint(path)  # read once: check_ckpt_network reuses it
-        config = recorded_config(self.checkpoint)
-        if config is None and option_value(argv, "--config", "-c") is None:
+        has_config = option_value(argv, "--config", "-c") is not None
+        if path in SPECIAL_CKPT_PATHS or (path is None and not has_config):
+            given = f"--ckpt_path {path} only means something inside a `fit` run" if path else (
+                "No --ckpt_path given"
+            )
+            raise FashionLightningError(
+                f"{given}: `{subcommand}` evaluates a trained model, so it needs a checkpoint "
+                f"file, e.g. --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt (or a "
+                f"--config naming the network, to evaluate untrained weights)."
+            )
+        if path is None:
+            return
+        self.checkpoint = Checkpoint.read(path)
+        config = self.checkpoint.config
+        if config is None and not has_config:
             raise FashionLightningError(
                 f"--ckpt_path {path} records no config (it was not written by `python -m "
                 f"fashion_lightning fit`), so the network it holds is unknown. Pass the config it "
-                f"was trained with: {config_hint(path)}."
+                f"was trained with: {self.checkpoint.config_hint()}."
             )
-        defaults = {f"{group}.{key}": value for group, settings in (config or {}).items()
-                    for key, value in settings.items()}  # fmt: skip
-        parser = self._subcommand_parsers[subcommand]
-        for key, value in defaults.items():
-            with contextlib.suppress(KeyError):  # a setting this version no longer has
-                parser.set_defaults({key: value})
-
-    def _parse_ckpt_path(self) -> None:
-        """Lightning would now parse the checkpoint's hyperparameters over the config, overriding
-        the command line; `use_checkpoint_config` already made them defaults instead."""
+        parser = self.subcommand_parser(subcommand)
+        for group, settings in (config or {}).items():
+            for key, value in settings.items():
+                with contextlib.suppress(KeyError):  # a setting this version no longer has
+                    parser.set_defaults({f"{group}.{key}": value})
 
     def resolve_last_checkpoint(self) -> None:
         """`--ckpt_path last`: the newest last.ckpt of any run under the log folder, resumed into
@@ -152,61 +192,102 @@ class FashionCLI(LightningCLI):
         announce(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
         config.ckpt_path = str(found)
 
-    def ckpt_path(self) -> str | None:
-        """The checkpoint file the subcommand will load, if it names one."""
-        subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path in SPECIAL_CKPT_PATHS and subcommand != "fit":
-            raise FashionLightningError(
-                f"--ckpt_path {path} only means something inside a `fit` run; `{subcommand}` needs "
-                f"a checkpoint file, e.g. --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt."
-            )
-        return path if path and path not in SPECIAL_CKPT_PATHS else None
-
-    def check_ckpt_network(self, path: str) -> None:
+    def check_network(self, wanted: Namespace, path: str) -> None:
         """A checkpoint written through this CLI records its network: refuse a config whose
         network differs, rather than silently testing another model than the one asked for."""
-        if getattr(self, "checkpoint", None) is None:  # kept for after_instantiate_classes
-            self.checkpoint = load_checkpoint(path)
-        saved = self.checkpoint.get("hyper_parameters", {}).get("net")
-        wanted_net = self.config[self.config.subcommand].model.net
-        if isinstance(saved, dict) and saved.get("class_path") != wanted_net.class_path:
+        saved = self.checkpoint.network
+        if saved is not None and saved != wanted.class_path:
             raise FashionLightningError(
-                f"--ckpt_path {path} holds a {saved.get('class_path')} but the config builds a "
-                f"{wanted_net.class_path}. Pass the config it was trained with, "
-                f"{config_hint(path)}; validate, test and predict need none (the checkpoint "
-                f"records its own)."
+                f"--ckpt_path {path} holds a {saved} but the config builds a "
+                f"{wanted.class_path}. Pass the config it was trained with, "
+                f"{self.checkpoint.config_hint()}; validate, test and predict need none (the "
+                f"checkpoint records its own)."
             )
 
     def after_instantiate_classes(self) -> None:
-        """Fail on bad data or a mismatched checkpoint now, before the Trainer writes anything."""
+        """Fail on bad data, settings or checkpoints now, before the Trainer writes anything."""
         self.datamodule.load(self.subcommand)
         if self.subcommand == "fit":
             check_outputs(self.trainer)
-        ckpt_path = self.ckpt_path()
-        if ckpt_path:
-            self.model.check_checkpoint(ckpt_path, self.checkpoint)
+            self.model.check_optimizer()
+        if self.checkpoint is not None:
+            self.checkpoint.check_weights_fit(self.model)
+        if self.subcommand == "predict":
+            for writer in self.trainer.callbacks:
+                if isinstance(writer, PredictionWriter):
+                    writer.folder = evaluation_folder(self.checkpoint)
 
     def after_fit(self) -> None:
-        """Test the best checkpoint on the official test set and say where everything is."""
+        """Test the best checkpoint on the official test set, in float32 unless the user chose
+        a precision (as `test --ckpt_path` does, so it reproduces the figure), and say where
+        everything is."""
         trainer = self.trainer
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # A weight-averaging callback would load the checkpoint's raw weights back over the
         # averaged ones it saved as the state_dict: test what validation chose, the average.
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+        trained_in = trainer.strategy.precision_plugin
+        if self.precision_chosen:
+            trainer.strategy.precision_plugin = Precision()
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        trainer.strategy.precision_plugin = trained_in
         log_dir = trainer.log_dir if trainer.logger else None
-        report_fit(log_dir, best, results[0] if results else {})
+        lines = [test_line(results[0] if results else {}), best_line(trainer, best)]
+        if log_dir:
+            lines.append(f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)")
+        announce("\n" + "\n".join(line for line in lines if line))
 
 
 announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
 
 
-def check_yaml_files(args: ArgsType) -> None:
+def test_line(metrics: dict[str, float]) -> str:
+    acc = metrics.get("test/acc")
+    return f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"
+
+
+def best_line(trainer: Trainer, best: str) -> str:
+    """Where the best checkpoint is, or why there is none."""
+    if best:
+        return f"Best checkpoint: {best} (last.ckpt beside it)"
+    if trainer.checkpoint_callback is None:
+        return ""
+    if trainer.fast_dev_run:
+        return "Best checkpoint: none (--trainer.fast_dev_run writes no checkpoints)."
+    return (
+        f"Best checkpoint: none, since validation never ran (--trainer.check_val_every_n_epoch="
+        f"{trainer.check_val_every_n_epoch}, {trainer.current_epoch} epoch(s) trained): the test "
+        f"used the final weights, which last.ckpt holds. Lower check_val_every_n_epoch to choose "
+        f"the checkpoint on validation."
+    )
+
+
+def evaluation_folder(checkpoint: Checkpoint | None) -> Path:
+    """Where an evaluation command writes its files: the checkpoint's own run folder, or, where
+    that is not writable or not a run folder, ./lightning_logs/eval/ (said in one line)."""
+    run = checkpoint.run_folder if checkpoint is not None else None
+    if run is not None and writable_problem(run) is None:
+        return run
+    folder = Path("lightning_logs") / "eval"
+    why = "is not in a run folder" if run is None else f"is in {run}, which is not writable"
+    if checkpoint is not None:
+        announce(f"The checkpoint {why}: writing this command's files to {folder}/.")
+    check_writable(folder, "the evaluation output folder")
+    return folder
+
+
+def whole_limits(argv: list[str]) -> dict[str, int]:
+    """The `limit_*_batches` given as whole numbers: `--trainer.limit_val_batches 1` means one
+    batch, as it reads, but jsonargparse may hand the Trainer 1.0, which Lightning takes as 100%.
+    A value written with a point stays a fraction."""
+    given = {name: option_value(argv, f"--trainer.{name}") for name in LIMITS}
+    return {name: int(v) for name, v in given.items() if v is not None and v.strip().isdigit()}
+
+
+def check_yaml_files(args: list[str]) -> None:
     """A --config file that is not valid YAML is named, with the line and column at fault
     (jsonargparse reports the error in `"<unicode string>"`)."""
-    args = list(args) if isinstance(args, list | tuple) else []
-    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
+    paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
     paths += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
     for path in paths:
         try:
@@ -219,17 +300,6 @@ def check_yaml_files(args: ArgsType) -> None:
                 f"--config {path} is not valid YAML: {detail}. Fix the file (a list is "
                 f"written [a, b] or one `- item` per line; mind the indentation)."
             ) from None
-
-
-@rank_zero_only
-def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> None:
-    acc = metrics.get("test/acc")
-    lines = [f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"]
-    if best:
-        lines.append(f"Best checkpoint: {best} (last.ckpt beside it)")
-    if log_dir:
-        lines.append(f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)")
-    print("\n" + "\n".join(lines))
 
 
 def option_value(argv: list[str], *names: str) -> str | None:
@@ -281,11 +351,23 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
     """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
     (tune and the benchmarks use this to build the shipped configuration)."""
     argv = sys.argv[1:] if args is None else args
-    parser_kwargs: dict[str, Any] = {"prog": PROG}
+    if isinstance(argv, list):
+        argv = args = with_recipe_paths(argv)
+    recipes = ", ".join(recipe_names())
+    fit: dict[str, Any] = {
+        "description": f"{LIGHTNING_HELP['fit']} Shipped recipes, named by --config NAME: "
+        f"{recipes} (default: {DEFAULT_RECIPE.stem}); or give your own YAML file."
+    }
     if isinstance(argv, list) and option_value(argv, "--config", "-c") is None:
         # jsonargparse's default config file, only when the user names none: under their
         # --config it would leak the default recipe's settings into theirs.
-        parser_kwargs["fit"] = {"default_config_files": [str(DEFAULT_RECIPE)]}
+        fit["default_config_files"] = [str(DEFAULT_RECIPE)]
+    parser_kwargs: dict[str, Any] = {
+        "prog": PROG,
+        "description": DESCRIPTION,
+        "version": version("fashion_lightning"),
+        "fit": fit,
+    }
     return FashionCLI(
         ClassifierModule,
         FashionMNISTDataModule,
@@ -294,19 +376,37 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
         save_config_kwargs={"overwrite": True},
         parser_class=ArgumentParser,
         parser_kwargs=parser_kwargs,
+        auto_configure_optimizers=False,  # --model.optimizer is the one way; see module.py
         args=args,
         run=run,
     )
+
+
+class NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... litlogger") from its log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+NO_TIPS = NoTips()
+
+
+def quiet_tips() -> None:
+    """Filter Lightning's log handlers (a filter on a logger misses its children's records)."""
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(NO_TIPS)  # once: a filter already there is not added again
 
 
 def cli_main(args: ArgsType = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
     A command of `COMMANDS` runs its function; fit, validate, test and predict run through the
     LightningCLI."""
+    quiet_tips()
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:
-            return run_command(argv[0], argv[1:])
+            return run_command(argv[0], with_recipe_paths(argv[1:]))
         return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)

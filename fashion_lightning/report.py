@@ -13,17 +13,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashion_lightning import plots
+from fashion_lightning.atomic import give_umask_mode
+from fashion_lightning.checkpoint import Checkpoint
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.module import ClassifierModule, load_model
+from fashion_lightning.inference import ProbabilityModel, predict_images
 
 # TensorBoard tags -> history columns for the curves.
 CURVE_TAGS = {
@@ -43,27 +43,19 @@ def report(ckpt_path: str, out: str | None = None, data_dir: str | None = None) 
             folder, e.g. lightning_logs/version_0/report.
         data_dir: Folder with the IDX files; default: the one the checkpoint was trained on.
     """
-    model = load_model(ckpt_path)
-    out_dir = Path(out) if out else Path(ckpt_path).resolve().parent.parent / "report"
-    overrides = (
-        {"data_dir": data_dir} if data_dir else {}
-    )  # else the data options it was trained with
-    datamodule = FashionMNISTDataModule.load_from_checkpoint(ckpt_path, **overrides)
+    checkpoint = Checkpoint.read(ckpt_path)  # read once: the model and its data settings
+    model = ProbabilityModel(checkpoint.model())
+    out_dir = Path(out) if out else checkpoint.path.resolve().parent.parent / "report"
+    data = {**checkpoint.config["data"], **({"data_dir": data_dir} if data_dir else {})}
+    datamodule = FashionMNISTDataModule(**data)  # the data options it was trained with
     datamodule.load()
-    images, labels = (t.numpy() for t in datamodule.splits["test"])
-    probs = predict(model, datamodule)
-    history = history_from_events(Path(ckpt_path).resolve().parent.parent)
+    images, labels = datamodule.splits["test"]
+    probs = predict_images(model, images).numpy()
+    history = history_from_events(checkpoint.path.resolve().parent.parent)
     with StagingFolder(out_dir) as folder:
-        write_report(folder, images[:, 0], labels, probs, history, ckpt_path)
+        write_report(folder, images[:, 0].numpy(), labels.numpy(), probs, history, ckpt_path)
     print(f"Report written to {out_dir / 'report.md'}")
     return out_dir
-
-
-def predict(model: ClassifierModule, datamodule: FashionMNISTDataModule) -> np.ndarray:
-    """Class probabilities (N, C) for the test set, in order, with a plain Lightning Trainer."""
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    batches = trainer.predict(model, datamodule=datamodule)
-    return torch.cat([b["probs"] for b in batches]).float().numpy()
 
 
 def history_from_events(run_dir: Path) -> pd.DataFrame | None:
@@ -108,6 +100,7 @@ class StagingFolder:
             self.tmp = Path(
                 tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent)
             )
+            give_umask_mode(self.tmp)
         except OSError as e:
             raise FashionLightningError(
                 f"--out {self.target}: cannot create a folder there ({e.strerror}: {e.filename}). "

@@ -22,7 +22,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
@@ -30,6 +29,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss, paragraph
+from fashion_lightning.internals import Stateful, saved_loader_states
 
 RNG_KEY = "rng_states"
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + signal number, as shells report
@@ -88,12 +88,11 @@ class ExactResume(Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._rng = checkpoint.get(RNG_KEY)
-        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        self._loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
+        self._loader_states = saved_loader_states(checkpoint)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loaders = [loader for loader in CombinedLoader(trainer.train_dataloader).flattened
-                   if isinstance(loader, _Stateful)]  # fmt: skip
+        flattened = CombinedLoader(trainer.train_dataloader).flattened
+        loaders = [loader for loader in flattened if isinstance(loader, Stateful)]
         for loader, state in zip(loaders, self._loader_states):
             if state.get("position", 0) >= trainer.num_training_batches:  # epoch done (limits too)
                 state = {**state, "position": len(loader)}
@@ -301,20 +300,3 @@ def find_last_checkpoint(roots: list[Path]) -> Path | None:
         p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
     ]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def check_writable(folder: Path, option: str) -> None:
-    """Refuse, before training, an output folder that cannot be created or written to."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    if problem:
-        raise FashionLightningError(
-            f"{option} points to {folder}, where nothing can be written: {problem}. Give a folder "
-            f"you can write to, e.g. {option}=lightning_logs in the current folder."
-        )

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, config, flat, scalars, synthetic_split
+from conftest import CONFIGS, config, flat, predictions_folder, scalars, synthetic_split
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -127,7 +127,7 @@ def test_test_subcommand_reproduces_the_fit_score(fitted_mlp, tiny_args: list[st
 def test_predict_writes_one_row_per_test_image(fitted_mlp, tiny_args: list[str]) -> None:
     best = fitted_mlp.trainer.checkpoint_callback.best_model_path
     cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}"])
-    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")
+    table = pd.read_csv(predictions_folder(cli) / "predictions.csv")
     assert len(table) == 40 and list(table["index"]) == list(range(40))
     probs = table[list(FashionMNISTDataModule.class_names)].to_numpy()
     assert abs(probs.sum(axis=1) - 1).max() < 1e-4
@@ -268,7 +268,7 @@ def test_predict_respects_batch_limits(fitted_mlp, tiny_args: list[str]) -> None
     best = fitted_mlp.trainer.checkpoint_callback.best_model_path
     cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}",
                     "--trainer.limit_predict_batches=2"])  # fmt: skip
-    assert len(pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")) == 32
+    assert len(pd.read_csv(predictions_folder(cli) / "predictions.csv")) == 32
 
 
 @pytest.mark.parametrize(
@@ -322,7 +322,7 @@ def test_help_lists_every_command(capsys, run_dir: Path) -> None:
 def outputs(cli) -> dict:
     """What a validate/test/predict run produced: its metrics, or its predictions table."""
     if cli.subcommand == "predict":
-        return pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv").to_dict("list")
+        return pd.read_csv(predictions_folder(cli) / "predictions.csv").to_dict("list")
     return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
 
 
@@ -367,7 +367,7 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(fitted_mlp, tmp_path
     cli = cli_main(["predict", f"--ckpt_path={best}", f"--data.predict_path={photos_dir}",
                     "--data.data_dir=/no/such/dir",  # photos need no data set
                     "--trainer.enable_progress_bar=false"])  # fmt: skip
-    run = Path(cli.trainer.log_dir)
+    run = predictions_folder(cli)
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     names = list(FashionMNISTDataModule.class_names)
     assert list(table.columns) == ["file", "class", "confidence", *names, "error"]

@@ -23,7 +23,7 @@ N, BATCH = 41, 4  # 41 samples: uneven shards under DDP, a short last batch
 
 
 def labels_of(batches) -> list[int]:
-    return [int(v) for _, y in batches for v in y]
+    return [int(v) for _, y, _ in batches for v in y]
 
 
 def fresh(rank: int, world_size: int) -> TensorBatches:
@@ -46,7 +46,7 @@ def test_batches_resume_from_every_position(world_size: int) -> None:
             stopped = fresh(rank, world_size)
             labels_of(stopped)  # pass 0
             it = iter(stopped)
-            head = [int(v) for _, (_, y) in zip(range(k), it) for v in y]
+            head = [int(v) for _, (_, y, _) in zip(range(k), it) for v in y]
             state = stopped.state_dict()  # plain ints: {"epoch": passes begun, "position": k}
             assert all(type(v) is int for v in state.values())
             resumed = fresh(rank, world_size)
