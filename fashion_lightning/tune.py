@@ -30,8 +30,8 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
-from fashion_lightning.cli import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
+from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.plots import save_png
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.

@@ -20,8 +20,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fashion_lightning.cli import make_cli
 from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.module import WarmupDecay
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml"

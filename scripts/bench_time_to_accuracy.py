@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from fashion_lightning import idx
-from fashion_lightning.cli import make_cli
+from fashion_lightning.lightning_cli import make_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TARGETS = {  # recipe: (accuracy, tutorial epochs, what the time covers)

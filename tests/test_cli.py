@@ -15,10 +15,12 @@ from conftest import CONFIGS, config, flat, predictions_folder, scalars, synthet
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fashion_lightning.cli import COMMANDS, DEFAULT_RECIPE, cli_main
+from fashion_lightning.cli import cli_main
+from fashion_lightning.commands import COMMANDS
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.models import CNN, MLP
 from fashion_lightning.module import ClassifierModule
+from fashion_lightning.recipes import DEFAULT_RECIPE
 
 
 @pytest.fixture
@@ -394,7 +396,7 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
     code = (
-        "import fashion_lightning.__main__ as m, fashion_lightning.cli as c; "
+        "import fashion_lightning.__main__ as m, fashion_lightning.recipes as c; "
         "print(c.DEFAULT_RECIPE); m.main()"
     )
     result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],
