@@ -205,7 +205,7 @@ class FashionCLI(FencedLightningCLI):
         self.datamodule.load(self.subcommand)
         if self.subcommand == "fit":
             check_outputs(self.trainer)
-            self.model.check_optimizer()
+            self.model.check_optimizer(self.trainer.max_epochs, self.trainer.max_steps)
         if self.checkpoint is not None:
             self.checkpoint.check_weights_fit(self.model)
         if self.subcommand == "predict":

@@ -22,6 +22,10 @@ from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.inference import flip_averaged, probabilities
 
 STAGES = ("train", "val", "test")
+SCHEDULE_NEEDS_LENGTH = (
+    "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to know the "
+    "run's length: set --trainer.max_epochs or --trainer.max_steps to a positive number."
+)
 
 
 def adamw(params) -> torch.optim.Optimizer:
@@ -130,9 +134,13 @@ class ClassifierModule(L.LightningModule):
         images, labels, index = batch
         return {"probs": probabilities(self.net, images, self.tta_flip), "label": labels, "index": index}
 
-    def check_optimizer(self) -> None:
+    def check_optimizer(self, max_epochs: int | None, max_steps: int) -> None:
         """Build the optimizer once, so that torch's refusal of a setting (a negative learning
-        rate or weight decay) comes out now, as one paragraph, before the run writes anything."""
+        rate or weight decay) comes out now, as one paragraph, before the run writes anything;
+        likewise a schedule on a run of no set length."""
+        endless = (max_epochs is None or max_epochs < 0) and max_steps < 0
+        if endless and (self.warmup_fraction or self.lr_decay != "none"):
+            raise FashionLightningError(SCHEDULE_NEEDS_LENGTH)
         try:
             self.make_optimizer(self.parameters())
         except (ValueError, TypeError) as e:
@@ -147,10 +155,7 @@ class ClassifierModule(L.LightningModule):
             return optimizer
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise FashionLightningError(
-                "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to "
-                "know the run's length: set --trainer.max_epochs or --trainer.max_steps."
-            )
+            raise FashionLightningError(SCHEDULE_NEEDS_LENGTH)
         total = max(int(total), 1)
         schedule = WarmupDecay(total, round(self.warmup_fraction * total), self.lr_decay)
         scheduler = WarmupDecaySchedule(optimizer, schedule)
