@@ -5,7 +5,7 @@ import gzip
 import shutil
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -172,10 +172,20 @@ class FittedRun:
 SHARED_FIT_OPTIONS = ["--trainer.check_val_every_n_epoch=1"]
 
 
+def listing(folder: Path) -> list[tuple[str, int, int]]:
+    """Every file under `folder` with its size and modification time: what a change would touch."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 @pytest.fixture(scope="session")
-def fit_once(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Fit a recipe on the synthetic data at most once a session, each in its own folder."""
+def fit_once(
+    fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], FittedRun]]:
+    """Fit a recipe on the synthetic data at most once a session, each in its own folder. At the
+    end of the session, fail if a test wrote into a shared run (it should use a copy)."""
     fitted: dict[str, FittedRun] = {}
+    listings: dict[str, list[tuple[str, int, int]]] = {}
 
     def fit(recipe: str) -> FittedRun:
         if recipe not in fitted:
@@ -188,9 +198,12 @@ def fit_once(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
                 best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
             metrics = {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
             fitted[recipe] = FittedRun(folder.resolve(), run, best, metrics, cli.model)
+            listings[recipe] = listing(folder)
         return fitted[recipe]
 
-    return fit
+    yield fit
+    for recipe, run in fitted.items():
+        assert listing(run.cwd) == listings[recipe], f"a test wrote into the shared {recipe} fit"
 
 
 @pytest.fixture(scope="session")
