@@ -52,8 +52,9 @@ def pruned_study(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     (folder / "space.yaml").write_text(PRUNING_SPACE)
     with pytest.MonkeyPatch.context() as monkeypatch, redirect_stdout(io.StringIO()) as out:
         enter_run_dir(monkeypatch, folder)
-        cli_main(["tune", config("mlp"), "--space=space.yaml", "--trials=3",
-                  *tiny_options(fake_data_dir)])  # fmt: skip
+        one_epoch = ["--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1"]
+        options = [*tiny_options(fake_data_dir), *one_epoch]  # one validation: enough to prune
+        cli_main(["tune", config("mlp"), "--space=space.yaml", "--trials=3", *options])
     return folder, out.getvalue()
 
 
