@@ -166,15 +166,20 @@ def test_a_signal_during_the_last_validation_stops_before_the_test(tiny_args, ru
 
 def test_a_diverging_run_stops_at_the_first_nan_loss(tiny_args, run_dir, capsys) -> None:
     sgd = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e12"]
+    every_step = "--last_checkpoint.every_minutes=1e-9"  # last.ckpt after every step it finishes
     with pytest.raises(SystemExit) as stop:
-        cli_main(["fit", config("mlp"), *tiny_args, *sgd, "--trainer.max_epochs=5"])
+        cli_main(["fit", config("mlp"), *tiny_args, *sgd, "--trainer.max_epochs=5", every_step])
     assert stop.value.code == 2
     err = flat(capsys.readouterr().err)
-    named = re.search(r"The training loss is (nan|inf) at step \d+ \(epoch \d+, learning rate", err)
+    named = re.search(
+        r"The training loss is (nan|inf) at step (\d+) \(epoch \d+, learning rate", err
+    )
     assert named and "Usual causes" in err and "Traceback" not in err, err
-    for path in run_dir.glob("lightning_logs/**/*.ckpt"):  # none, or only finite ones
-        weights = torch.load(path, weights_only=True)["state_dict"].values()
-        assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
+    (last,) = run_dir.glob("lightning_logs/version_0/checkpoints/last.ckpt")
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == int(named[2])  # written after the last finite step
+    weights = checkpoint["state_dict"].values()
+    assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point())
 
 
 def test_a_nan_read_every_few_steps_still_names_the_first_one(tiny_args, capsys, monkeypatch):
