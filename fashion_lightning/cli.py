@@ -11,9 +11,10 @@ import contextlib
 import inspect
 import sys
 import warnings
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args, get_origin, get_type_hints
 
 import yaml
 from jsonargparse import Namespace
@@ -71,7 +72,8 @@ class FashionCLI(LightningCLI):
         """The Trainer, plus the callbacks that its logger and progress-bar settings allow."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer = config.get("trainer") or {}
-        callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer)]
+        recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
+        callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
         # so validate/test/predict give the same numbers as report, export and serve.
         if trainer.get("precision") is None and self.subcommand == "fit":
@@ -202,6 +204,16 @@ class FashionCLI(LightningCLI):
 announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
 
 
+def recipe_name(config: Namespace) -> str | None:
+    """The name of the recipe a run was built from, `mlp` for --config configs/mlp.yaml (the
+    last one given), or the default recipe's; None when there is no config file."""
+    paths = config.get("config") or []
+    path = paths[-1] if paths else config.get("__default_config__")
+    if path is None:
+        return None
+    return Path(str(path)).name.removesuffix(".yaml").removesuffix(".yml")
+
+
 def check_yaml_files(args: ArgsType) -> None:
     """A --config file that is not valid YAML is named, with the line and column at fault
     (jsonargparse reports the error in `"<unicode string>"`)."""
@@ -270,11 +282,32 @@ def run_command(name: str, args: list[str]) -> Any:
     parser = ArgumentParser(prog=f"{PROG} {name}", description=summary)
     if not command.passes_on_unknown:
         parser.add_function_arguments(function)
+        args = appending(args, list_options(function))
         return function(**parser.parse_args(args).as_dict())
     parser.add_function_arguments(function, skip={"fit_args"})
     own = {p for p in inspect.signature(function).parameters if p != "fit_args"}
     mine, fit_args = split_args(args, own)
     return function(**parser.parse_args(mine).as_dict(), fit_args=fit_args)
+
+
+def list_options(function: Callable[..., Any]) -> set[str]:
+    """The arguments of `function` typed as lists (e.g. `list[str] | None`)."""
+    names = set()
+    for name, hint in get_type_hints(function).items():
+        if any(get_origin(h) is list for h in (hint, *get_args(hint))):
+            names.add(name)
+    return names
+
+
+def appending(args: list[str], names: set[str]) -> list[str]:
+    """A list option given several times appends (`--where A --where B`: both), as
+    jsonargparse's `--where+ A` does, instead of the last one replacing the others."""
+    out = []
+    for arg in args:
+        name, equals, value = arg.removeprefix("--").partition("=")
+        named = arg.startswith("--") and name in names
+        out.append(f"--{name}+{equals}{value}" if named else arg)
+    return out
 
 
 def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
