@@ -18,11 +18,13 @@ from optuna.trial import TrialState
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.cli import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
+from fashion_lightning.resilience import Stopped
 from fashion_lightning.runs import mean_std
 from fashion_lightning.study import (
     check_validates,
     claim,
     fail_dead_trials,
+    fail_own_trials,
     open_study,
     reached_score,
     run_logger,
@@ -77,7 +79,11 @@ def repeat(
     study = open_study(name, storage, folder)  # the first thing written
     fail_dead_trials(study)
     queue_missing(study, wanted)
-    fit_queued(study, SeedFit(fit_args, folder))
+    try:
+        fit_queued(study, SeedFit(fit_args, folder))
+    except Stopped:  # a signal stopped a seed's fit, which wrote its last.ckpt: the next run
+        fail_own_trials(study)  # resumes it
+        raise
     return summarize(study, wanted, folder)
 
 

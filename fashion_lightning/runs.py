@@ -98,9 +98,11 @@ def runs(
     if sort:
         column = resolve(table, sort.removeprefix("-"), "--sort")
         table = table.sort_values(column, ascending=not sort.startswith("-"), kind="stable")
-    result = grouped(table, keys) if keys else table[shown]
-    if columns:
+    result = grouped(table, keys) if keys else table
+    if columns:  # any column or config key
         result = result[[resolve(result, c, "--columns") for c in columns]]
+    elif not keys:
+        result = table[shown]
     print_table(result)
     if out:
         write_table(result, Path(out))

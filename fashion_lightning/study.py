@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -70,15 +71,25 @@ def fail_dead_trials(study: optuna.Study) -> None:
     """Mark failed the running trials whose process on this machine is gone (killed, or stopped
     by Ctrl-C): they are kept in the study as failed, and not counted as done. A database storage
     also does this across machines, through Optuna's heartbeat."""
+    fail_running(study, lambda pid: not process_alive(pid), "is gone")
+
+
+def fail_own_trials(study: optuna.Study) -> None:
+    """Mark failed the trials this process is running: it is stopping (a signal), so that the
+    next run redoes them at once."""
+    fail_running(study, lambda pid: pid == os.getpid(), "stopped")
+
+
+def fail_running(study: optuna.Study, failing: Callable[[int], bool], why: str) -> None:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") == host and not process_alive(attrs.get("pid", -1)):
+        if attrs.get("host") == host and failing(attrs.get("pid", -1)):
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):  # another worker failed it first
                 continue
-            print(f"Trial {trial.number} (process {attrs['pid']} is gone) marked failed.")
+            print(f"Trial {trial.number} (process {attrs['pid']} {why}) marked failed.")
 
 
 def claim(trial: optuna.Trial, seed: int, run_dir: Path) -> None:
