@@ -205,10 +205,9 @@ def run_comparison(groups: Sequence[RunGroup]) -> Figure:
     and a band of one standard deviation (left; shared axes), and its runs' test accuracies as
     dots with their mean and a one-std error bar (right; a shared accuracy axis)."""
     n = len(groups)
-    fig, axes = plt.subplots(
-        n, 2, figsize=(11, 0.9 + 1.6 * n), squeeze=False, sharex="col", sharey="col",
-        width_ratios=[1.3, 1], layout="constrained",
-    )  # fmt: skip
+    size = (11, 0.9 + 1.6 * n)
+    layout = {"sharex": "col", "sharey": "col", "width_ratios": [1.3, 1], "layout": "constrained"}
+    fig, axes = plt.subplots(n, 2, figsize=size, squeeze=False, **layout)
     colors = plt.get_cmap("tab10").colors
     for i, (group, (curve_ax, dot_ax)) in enumerate(zip(groups, axes)):
         color = colors[i % len(colors)]
