@@ -1,5 +1,6 @@
 """Lightning callbacks of the project: what gets written to disk besides Lightning's own logs."""
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -108,7 +109,8 @@ class TensorBoardImages(Callback):
     - `val/confusion_matrix` after every validation epoch (all ranks' images, synced);
     - `fit/samples`, a grid of training images per class, when a fit starts;
     - `val/misclassified`, the most confident mistakes of the last validation epoch, when it ends;
-    - the model's and data's hyperparameters with the final test metrics, after a test.
+    - the model's and data's hyperparameters and the seed with the final test metrics and the
+      best val/acc, after a test: runs compare in the HParams tab.
 
     Does nothing without a TensorBoardLogger.
     """
@@ -179,11 +181,14 @@ class TensorBoardImages(Callback):
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger):
             return
-        params = {"model": init_arguments(pl_module.hparams)}
+        params = {"model": init_arguments(pl_module.hparams), "seed": os.environ.get("PL_GLOBAL_SEED")}
         if trainer.datamodule is not None:
             params["data"] = init_arguments(trainer.datamodule.hparams)
         metrics = {f"hp/{k.replace('/', '_')}": v.item() for k, v in trainer.callback_metrics.items()
                    if k.startswith("test/")}  # fmt: skip
+        checkpoint = trainer.checkpoint_callback  # after fit: what validation chose, beside test
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            metrics["hp/val_acc"] = float(checkpoint.best_model_score)
         logger.log_hyperparams(params, metrics)
         # The logger writes hparams.yaml once, when it is created (empty): rewrite it with them.
         save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", logger.hparams)

@@ -5,8 +5,9 @@ entry, one `--help` and one error style: a user mistake is one paragraph on stde
 
 import inspect
 import sys
+from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from lightning.pytorch.cli import ArgsType
 
@@ -44,11 +45,32 @@ def run_command(name: str, args: list[str]) -> Any:
     parser = ArgumentParser(prog=f"{PROG} {name}", description=summary)
     if not command.passes_on_unknown:
         parser.add_function_arguments(function)
+        args = appending(args, list_options(function))
         return function(**parser.parse_args(args).as_dict())
     parser.add_function_arguments(function, skip={"fit_args"})
     own = {p for p in inspect.signature(function).parameters if p != "fit_args"}
     mine, fit_args = split_args(args, own)
     return function(**parser.parse_args(mine).as_dict(), fit_args=fit_args)
+
+
+def list_options(function: Callable[..., Any]) -> set[str]:
+    """The arguments of `function` typed as lists (e.g. `list[str] | None`)."""
+    names = set()
+    for name, hint in get_type_hints(function).items():
+        if any(get_origin(h) is list for h in (hint, *get_args(hint))):
+            names.add(name)
+    return names
+
+
+def appending(args: list[str], names: set[str]) -> list[str]:
+    """A list option given several times appends (`--where A --where B`: both), as
+    jsonargparse's `--where+ A` does, instead of the last one replacing the others."""
+    out = []
+    for arg in args:
+        name, equals, value = arg.removeprefix("--").partition("=")
+        named = arg.startswith("--") and name in names
+        out.append(f"--{name}+{equals}{value}" if named else arg)
+    return out
 
 
 def cli_main(args: ArgsType = None) -> Any:

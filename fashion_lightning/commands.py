@@ -58,4 +58,15 @@ COMMANDS: dict[str, Command] = {
         extra="tune",
         passes_on_unknown=True,
     ),
+    "repeat": Command(
+        "fashion_lightning.repeat:repeat",
+        "Fit one recipe at several seeds (a study of seeds); print the mean ± std of its accuracy.",
+        extra="tune",
+        passes_on_unknown=True,
+    ),
+    "runs": Command(
+        "fashion_lightning.runs:runs",
+        "One table of every run (fits, tune trials, repeat seeds): state, differing settings, "
+        "metrics; grouped, filtered, plotted.",
+    ),
 }

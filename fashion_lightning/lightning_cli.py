@@ -96,7 +96,8 @@ class FashionCLI(FencedLightningCLI):
         if self.subcommand in EVALUATION:
             trainer["logger"] = kwargs["logger"] = False
             self.save_config_callback = None
-        callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer)]
+        recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
+        callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
         # so validate/test/predict give the same numbers as report, export and serve.
         if trainer.get("precision") is None and self.subcommand == "fit":
@@ -240,6 +241,16 @@ class FashionCLI(FencedLightningCLI):
 
 
 announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
+
+
+def recipe_name(config: Namespace) -> str | None:
+    """The name of the recipe a run was built from, `mlp` for --config configs/mlp.yaml (the
+    last one given), or the default recipe's; None when there is no config file."""
+    paths = config.get("config") or []
+    path = paths[-1] if paths else config.get("__default_config__")
+    if path is None:
+        return None
+    return Path(str(path)).name.removesuffix(".yaml").removesuffix(".yml")
 
 
 def test_line(metrics: dict[str, float]) -> str:

@@ -6,6 +6,7 @@ drawn dark-on-white (the `gray_r` colormap) so they read on paper as well as on 
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -187,6 +188,68 @@ def photo_grid(
     fig.suptitle("Your photos, and the 28x28 images the model saw")
     fig.tight_layout()
     return fig
+
+
+@dataclass
+class RunGroup:
+    """Runs compared as one: a label (the settings that set them apart, one per line), each
+    run's val/acc curve (a DataFrame with `epoch` and `val_acc`) and each run's test accuracy."""
+
+    label: str
+    curves: list[pd.DataFrame]
+    test_acc: list[float]
+
+
+def run_comparison(groups: Sequence[RunGroup]) -> Figure:
+    """One row per group, labelled on the right: its runs' val/acc curves, thin, with their mean
+    and a band of one standard deviation (left; shared axes), and its runs' test accuracies as
+    dots with their mean and a one-std error bar (right; a shared accuracy axis)."""
+    n = len(groups)
+    size = (11, 0.9 + 1.6 * n)
+    layout = {"sharex": "col", "sharey": "col", "width_ratios": [1.3, 1], "layout": "constrained"}
+    fig, axes = plt.subplots(n, 2, figsize=size, squeeze=False, **layout)
+    colors = plt.get_cmap("tab10").colors
+    for i, (group, (curve_ax, dot_ax)) in enumerate(zip(groups, axes)):
+        color = colors[i % len(colors)]
+        _curves_with_band(curve_ax, group.curves, color)
+        _test_dots(dot_ax, group.test_acc, color)
+        dot_ax.yaxis.set_label_position("right")
+        dot_ax.set_ylabel(group.label, rotation=0, ha="left", va="center", fontsize=9)
+        for ax in (curve_ax, dot_ax):
+            ax.grid(alpha=0.3)
+    percent = matplotlib.ticker.PercentFormatter(1.0, decimals=1)
+    axes[0, 0].yaxis.set_major_formatter(percent)
+    axes[-1, 1].xaxis.set_major_formatter(percent)
+    axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[-1, 1].set_xlabel("test accuracy")
+    axes[0, 0].set_title("val/acc per epoch: each run, the mean ± one std", fontsize=10)
+    axes[0, 1].set_title("test/acc: each run (dots), the mean ± one std", fontsize=10)
+    axes[0, 1].set_yticks([])
+    axes[0, 1].set_ylim(-1, 1)
+    return fig
+
+
+def _curves_with_band(ax, curves: list[pd.DataFrame], color) -> None:
+    for curve in curves:
+        ax.plot(curve["epoch"], curve["val_acc"], color=color, alpha=0.35, lw=0.8)
+    if not curves:
+        return
+    by_epoch = pd.concat(curves).groupby("epoch")["val_acc"]
+    mean, std = by_epoch.mean(), by_epoch.std(ddof=1).fillna(0.0)
+    low, high = (mean - std).clip(upper=1.0), (mean + std).clip(upper=1.0)  # accuracies
+    ax.fill_between(mean.index, low, high, color=color, alpha=0.2, lw=0)
+    ax.plot(mean.index, mean, color=color, lw=2, marker="o", ms=3)
+
+
+def _test_dots(ax, values: list[float], color) -> None:
+    """The dots on a line at y = -0.3, their mean and std just above at y = 0.4."""
+    if not values:
+        return
+    ax.scatter(values, [-0.3] * len(values), color=color, alpha=0.6, s=25, zorder=2)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    mean = [np.mean(values)]
+    ax.errorbar(mean, [0.4], xerr=[std], fmt="D", color="black", ms=5, capsize=4, zorder=3)
 
 
 def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:

@@ -11,6 +11,7 @@ from fashion_lightning.atomic import check_writable
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.resilience import ExactResume, FiniteLoss
+from fashion_lightning.run_status import RunStatus
 
 
 def trainer_defaults() -> dict:
@@ -26,14 +27,16 @@ def trainer_defaults() -> dict:
     }
 
 
-def project_callbacks(trainer: dict) -> list[Callback]:
+def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback]:
     """The project's callbacks; some only make sense with checkpointing, a logger or a progress
-    bar on. Built per run, since callbacks keep state (e.g. the best checkpoint)."""
+    bar on. Built per run, since callbacks keep state (e.g. the best checkpoint). `recipe` (the
+    config file's name) is recorded in the run's status file."""
     callbacks: list[Callback] = [
         PredictionWriter(),
         TensorBoardImages(),
         ExactResume(),
         FiniteLoss(),
+        RunStatus(recipe),
     ]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks.append(

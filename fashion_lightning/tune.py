@@ -9,9 +9,6 @@ anything of ours.
 
 import argparse
 import json
-import os
-import re
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +20,6 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -33,15 +28,21 @@ from fashion_lightning.callbacks import write_atomic_csv  # (its plots module pi
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
 from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.plots import save_png
+from fashion_lightning.study import (
+    MONITOR,
+    check_validates,
+    claim,
+    fail_dead_trials,
+    open_study,
+    reached_score,
+    run_logger,
+)
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
-MONITOR = "val/acc"  # what a study maximizes and prunes on: never a test metric
 # Trials that count towards --trials: finished ones, and those other workers are running now.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-# A database storage marks a trial failed when its worker has been silent this long (seconds).
-HEARTBEAT_INTERVAL, GRACE = 60, 180
 
 
 @dataclass
@@ -109,7 +110,7 @@ def tune(
     check_validates(base.trainer)
     name = study or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "tune" / name
-    the_study = open_study(name, storage, folder, search)  # the first thing written
+    the_study = open_study(name, storage, folder, search.sampler, search.pruner)  # first write
     fail_dead_trials(the_study)
     run_missing(the_study, Objective(fit_args, search, folder, base.config), trials, timeout)
     return write_results(the_study, folder)
@@ -227,83 +228,6 @@ def check_values(search: SearchSpace, parser: ArgumentParser, fit_args: list[str
             ) from None
 
 
-def check_validates(trainer: Trainer) -> None:
-    """A study needs val/acc from every trial: refuse a fit that would never validate."""
-    every, epochs = trainer.check_val_every_n_epoch or 1, trainer.max_epochs
-    if trainer.limit_val_batches == 0 or (epochs is not None and 0 < epochs < every):
-        raise FashionLightningError(
-            f"Trials would never measure {MONITOR} (--trainer.max_epochs {epochs}, "
-            f"--trainer.check_val_every_n_epoch {every}, --trainer.limit_val_batches "
-            f"{trainer.limit_val_batches}), and a study maximizes it. Validate at least once, "
-            f"e.g. --trainer.check_val_every_n_epoch=1."
-        )
-
-
-def open_study(name: str, storage: str | None, folder: Path, search: SearchSpace) -> optuna.Study:
-    """The study, created on first use, from Optuna's journal file or a database."""
-    try:
-        backend = open_storage(storage, folder)
-        return optuna.create_study(
-            study_name=name,
-            storage=backend,
-            direction="maximize",
-            sampler=search.sampler,
-            pruner=search.pruner,
-            load_if_exists=True,
-        )
-    except Exception as e:  # SQLAlchemy, a missing driver, a file system, Optuna
-        message = hide_password(" ".join(str(e).split("\n")[0].split()))
-        shown = hide_password(storage) if storage else folder / "journal.log"
-        raise FashionLightningError(
-            f"--storage {shown} cannot be opened ({type(e).__name__}: "
-            f"{message}). Give a journal file in a folder you can write to, or a database URL "
-            f"Optuna accepts, e.g. sqlite:///study.db or postgresql://user:password@host/db."
-        ) from None
-
-
-def hide_password(text: str) -> str:
-    """`text` with the password of any URL in it (scheme://user:password@host) masked."""
-    return re.sub(r"(\w+://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-
-
-def open_storage(storage: str | None, folder: Path) -> optuna.storages.BaseStorage:
-    if storage and "://" in storage:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # A trial whose worker died stops its heartbeat and is marked failed.
-            return RDBStorage(storage, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE)
-    path = Path(storage) if storage else folder / "journal.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Absolute: Optuna's lock is a symlink to this path, and a relative one would dangle (its
-    # waiters then spin forever instead of sleeping and breaking a dead worker's lock).
-    return JournalStorage(JournalFileBackend(str(path.resolve())))
-
-
-def fail_dead_trials(study: optuna.Study) -> None:
-    """Mark failed the running trials whose process on this machine is gone (killed, or stopped
-    by Ctrl-C): they are kept in the study as failed, and not counted towards --trials. A
-    database storage also does this across machines, through Optuna's heartbeat."""
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host") == host and not process_alive(attrs.get("pid", -1)):
-            try:
-                study.tell(trial.number, state=TrialState.FAIL)
-            except (ValueError, RuntimeError):  # another worker failed it first
-                continue
-            print(f"Trial {trial.number} (process {attrs['pid']} is gone) marked failed.")
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return pid > 0
-
-
 class Objective:
     """One trial: the recipe's fit with the trial's sampled values and seed, in its own folder."""
 
@@ -317,9 +241,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         seed = self.base_seed + trial.number  # never shared by two trials of one study
         run_dir = self.folder / f"trial_{trial.number:04d}"
-        for key, value in {"seed": seed, "run_dir": str(run_dir), "host": socket.gethostname(),
-                           "pid": os.getpid()}.items():  # fmt: skip
-            trial.set_user_attr(key, value)
+        claim(trial, seed, run_dir)
         cli = self.build(trial, seed, run_dir)
         pruning = StopWhenPruned(trial, monitor=MONITOR)
         cli.trainer.callbacks.append(pruning)
@@ -333,13 +255,7 @@ class Objective:
         seed and a logger writing to `run_dir`; its config (with the recipe's own logger) is kept
         in the study, for best.yaml."""
         overrides = [f"--{key}={json.dumps(v)}" for key, v in sample(trial, self.search).items()]
-        logger = {
-            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": str(self.folder), "name": "", "version": run_dir.name,
-                          "default_hp_metric": False},
-        }  # fmt: skip
-        args = [*self.fit_args, *overrides, f"--seed_everything={seed}",
-                f"--trainer.logger={json.dumps(logger)}"]  # fmt: skip
+        args = [*self.fit_args, *overrides, f"--seed_everything={seed}", run_logger(run_dir)]
         try:
             cli = make_cli(args, run=False)
         except SystemExit:  # the CLI has printed why
@@ -388,14 +304,6 @@ def sample(trial: optuna.Trial, search: SearchSpace) -> dict[str, Any]:
         else:
             values[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
     return values
-
-
-def reached_score(trainer: Trainer) -> float | None:
-    """The fit's best val/acc (its best checkpoint's), or the last one without checkpoints."""
-    callback = trainer.checkpoint_callback
-    score = callback.best_model_score if callback else None
-    score = score if score is not None else trainer.callback_metrics.get(MONITOR)
-    return None if score is None else float(score)
 
 
 def best_score(trainer: Trainer, trial: optuna.Trial) -> float:

@@ -19,7 +19,7 @@ from fashion_lightning.checkpoint import Checkpoint
 from fashion_lightning.cli import cli_main
 from fashion_lightning.precision import resolve_precision
 from fashion_lightning.recipes import recipe_names
-from fashion_lightning.tune import hide_password
+from fashion_lightning.study import hide_password
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
