@@ -225,6 +225,9 @@ def check_yaml_files(args: ArgsType) -> None:
 def report_fit(log_dir: str | None, best: str, metrics: dict[str, float]) -> None:
     acc = metrics.get("test/acc")
     lines = [f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"]
+    if "test/ece" in metrics:  # 15-bin expected calibration error, before and after scaling
+        before, after = metrics["test/ece_uncalibrated"], metrics["test/ece"]
+        lines.append(f"Test ECE: {before:.2%} uncalibrated, {after:.2%} calibrated")
     if best:
         lines.append(f"Best checkpoint: {best} (last.ckpt beside it)")
     if log_dir:

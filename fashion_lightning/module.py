@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from fashion_lightning.calibration import ECE_BINS
 from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.trust import TRUST_KEY, set_trust, trust_of
 
 STAGES = ("train", "val", "test")
 
@@ -77,6 +79,10 @@ class ClassifierModule(L.LightningModule):
         for stage in STAGES:
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
             self.metrics[f"{stage}_loss"] = MeanMetric()
+        # Test-set calibration before and after temperature scaling (fitted at the end of fit).
+        for name in ("test_ece", "test_ece_uncalibrated"):
+            self.metrics[name] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS)
+        set_trust(self, None)  # T = 1 and no ood score until fitted (trust.FitTrust)
 
     def forward(self, x: Tensor) -> Tensor:
         return flip_averaged(self.net, x) if self.tta_flip and not self.training else self.net(x)
@@ -111,7 +117,10 @@ class ClassifierModule(L.LightningModule):
         return self._step(batch, "val")[1].detach()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "test")[1].detach()
+        logits = self._step(batch, "test")[1].detach().float()
+        self.metrics["test_ece"].update((logits / self.temperature).softmax(-1), batch[1])
+        self.metrics["test_ece_uncalibrated"].update(logits.softmax(-1), batch[1])
+        return logits
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -121,11 +130,24 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        for name in ("test_ece", "test_ece_uncalibrated"):
+            self.log(name.replace("_", "/", 1), self.metrics[name])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The fitted temperature and ood statistics, once fitted (`trust.FitTrust`)."""
+        if self.ood_state is not None:
+            checkpoint[TRUST_KEY] = {"temperature": self.temperature, "ood": self.ood_state}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint without them (written before calibration existed, or by a fit with no
+        validation) loads with T = 1 and no ood score."""
+        set_trust(self, checkpoint.get(TRUST_KEY))
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Predicted class index (B,) and class probabilities (B, num_classes) per image."""
-        probs = self(batch[0]).float().softmax(dim=-1)  # float32 even under bf16 autocast
-        return {"pred": probs.argmax(dim=-1), "probs": probs}
+        """Predicted class index (B,), calibrated class probabilities (B, num_classes) and the
+        ood score (B,) per image, through the same module as serve and export."""
+        probs, ood_score = trust_of(self).to(self.device)(batch[0])  # float32 under bf16 too
+        return {"pred": probs.argmax(dim=-1), "probs": probs, "ood_score": ood_score}
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.parameters())

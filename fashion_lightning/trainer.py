@@ -10,6 +10,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.resilience import ExactResume, FiniteLoss, check_writable
+from fashion_lightning.trust import FitTrust
 
 
 def trainer_defaults() -> dict:
@@ -33,6 +34,7 @@ def project_callbacks(trainer: dict) -> list[Callback]:
         TensorBoardImages(),
         ExactResume(),
         FiniteLoss(),
+        FitTrust(),  # after ModelCheckpoint and LastCheckpoint have written their files
     ]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks.append(
