@@ -71,10 +71,11 @@ def trust_of(model: nn.Module) -> TrustedClassifier:
 class FitTrust(Callback):
     """At the end of `fit`: for the best checkpoint and last.ckpt (each with its own weights),
     fit the temperature on the validation split's final logits and the ood statistics on the
-    penultimate features, and write them into that checkpoint file. The model in memory keeps its
-    weights and gets the values of last.ckpt, which holds the same final weights. Under DDP every rank computes its share of the images and
-    the outputs are gathered, so all ranks fit the same values; rank 0 writes the files. A fit
-    with no validation keeps T = 1 and no ood score, and says so."""
+    penultimate features, and write them into that checkpoint file. The model in memory keeps
+    its weights and gets the values of last.ckpt, which holds the same final weights. Under DDP
+    every rank computes its share of the images and the outputs are gathered, so all ranks fit
+    the same values; rank 0 writes the files. A fit with no validation keeps T = 1 and no ood
+    score, and says so."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A resumed fit's checkpoints must not carry the values fitted to older weights."""
