@@ -89,17 +89,21 @@ class FitTrust(Callback):
             return
         trainer.strategy.barrier()  # every checkpoint file is complete before it is read
         in_memory = {k: v.clone() for k, v in pl_module.state_dict().items()}
-        trust = None
+        trust, fitted_at = None, None
         for path in checkpoint_files(trainer):  # the best, then last.ckpt
             start = time.perf_counter()
-            pl_module.load_state_dict(torch.load(path, map_location="cpu")["state_dict"])
-            trust = fit_trust(trainer, pl_module, splits)
+            checkpoint = torch.load(path, map_location="cpu")
+            step = (checkpoint.get("epoch"), checkpoint.get("global_step"))
+            if step != fitted_at:  # else the best is the last: the same weights, the same fit
+                pl_module.load_state_dict(checkpoint["state_dict"])
+                trust, fitted_at = fit_trust(trainer, pl_module, splits), step
             if trainer.is_global_zero:
                 write_trust(path, trust)
             rank_zero_info(
                 f"Calibrated {path.name} in {time.perf_counter() - start:.1f} s: T = "
                 f"{trust['temperature']:.3f}, validation ECE {trust['val_ece_before']:.2%} -> "
-                f"{trust['val_ece_after']:.2%}; ood fit on {OOD_FIT_IMAGES:,} training images."
+                f"{trust['val_ece_after']:.2%}; ood statistics from "
+                f"{min(OOD_FIT_IMAGES, len(splits['train'][1])):,} training images."
             )
         pl_module.load_state_dict(in_memory)
         set_trust(pl_module, trust or fit_trust(trainer, pl_module, splits))  # or no files
@@ -175,3 +179,4 @@ def write_trust(path: Path, trust: dict) -> None:
     checkpoint[TRUST_KEY] = trust
     with atomic_path(path) as partial:
         torch.save(checkpoint, partial)
+        partial.chmod(path.stat().st_mode)  # the temporary file is private; keep the original's
