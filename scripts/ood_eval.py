@@ -151,15 +151,15 @@ def self_made_ood(n: int = 500) -> np.ndarray:
         canvas = Image.new("L", (28, 28))
         draw = ImageDraw.Draw(canvas)
         for _ in range(rng.integers(1, 4)):
-            x0, y0, x1, y1 = sorted(rng.integers(0, 28, 2)) + sorted(rng.integers(0, 28, 2))
-            box, fill = (x0, x1, y0, y1), int(rng.integers(80, 256))
+            (x0, x1), (y0, y1) = sorted(rng.integers(0, 28, 2)), sorted(rng.integers(0, 28, 2))
+            box, fill = (int(x0), int(y0), int(x1), int(y1)), int(rng.integers(80, 256))
             shape = rng.integers(3)
             if shape == 0:
-                draw.rectangle((box[0], box[2], box[1], box[3]), fill=fill)
+                draw.rectangle(box, fill=fill)
             elif shape == 1:
-                draw.ellipse((box[0], box[2], box[1], box[3]), fill=fill)
+                draw.ellipse(box, fill=fill)
             else:
-                draw.line(tuple(rng.integers(0, 28, 4)), fill=fill, width=int(rng.integers(1, 4)))
+                draw.line(box, fill=fill, width=int(rng.integers(1, 4)))
         images.append(np.asarray(canvas))
         images.append(rng.integers(0, 256, (28, 28)) * (rng.random((28, 28)) < 0.1))
     return np.stack(images[:n]).astype(np.uint8)
@@ -206,7 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     datamodule = FashionMNISTDataModule.load_from_checkpoint(args.ckpt_path)
     datamodule.load()
-    test = tuple(t.numpy() for t in idx.load_split(idx.find_data_dir(download=False), "test"))
+    test = idx.load_split(idx.find_data_dir(download=False), "test")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         makers = {
