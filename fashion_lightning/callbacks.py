@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -18,34 +19,42 @@ from fashion_lightning.idx import CLASS_NAMES
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` into the run's log folder after `predict`. For the test set: one
-    row per image with its index, true label, predicted class, confidence and all class
-    probabilities. For your photos (`--data.predict_path`): one row per file with its name, class
-    name, confidence, probabilities, `ood_score` and `verdict` (`clothing`, or `not clothing`
-    when the ood score is above 1), and `error` (why a file could not be used), plus
-    `predictions.png`, the photos beside the 28x28 images the model saw. Under DDP each rank
-    writes `predictions_rank<R>.csv` (and .png) for the images it saw."""
+    """Writes `predictions.csv` after `predict`, into `folder` (the CLI sets it: the checkpoint's
+    run folder). For the test set: one row per image with its index, true label, predicted class,
+    confidence, all class probabilities, `ood_score` and `verdict` (`clothing`, or `not clothing`
+    when the ood score is above 1). For your photos (`--data.predict_path`): one row per file
+    with its name, class name, confidence, probabilities, `ood_score`, `verdict` and `error` (why
+    a file could not be used), plus `predictions.png`, the photos beside the 28x28 images the
+    model saw. Under DDP each rank writes `predictions_rank<R>.csv` (and .png) for the images it
+    saw."""
 
     def __init__(self, grid_size: int = 24) -> None:
         super().__init__(write_interval="epoch")
         self.grid_size = grid_size  # photos drawn in predictions.png
+        self.folder = Path(".")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        loader = trainer.predict_dataloaders
-        indices = loader.sample_indices()[: sum(len(p["probs"]) for p in predictions)]  # limits
-        probs = torch.cat([p["probs"] for p in predictions]).float().cpu()
-        ood_scores = torch.cat([p["ood_score"] for p in predictions]).float().cpu()
+        index, labels, probs, ood = (
+            torch.cat([p[key] for p in predictions]).cpu()
+            for key in ("index", "label", "probs", "ood_score")
+        )
         found = getattr(trainer.datamodule, "photos", None)
         rank = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        path = Path(trainer.log_dir or ".") / f"predictions{rank}.csv"
+        path = self.folder / f"predictions{rank}.csv"
         if found is None:
-            table = test_set_table(indices, loader.labels[indices], probs, ood_scores)
+            table = test_set_table(index, labels, probs.float(), ood.float())
+            what = f"{len(table)} images"
         else:
-            table = photo_table(found, indices, probs, ood_scores)
-            grid = plots.photo_grid(*photo_grid_inputs(found, indices, table, self.grid_size))
+            table = photo_table(found, index, probs.float(), ood.float())
+            grid = plots.photo_grid(*photo_grid_inputs(found, index, table, self.grid_size))
             plots.save_png(grid, path.with_suffix(".png"))
+            failed = int((table["error"] != "").sum())
+            what = f"{len(table) - failed} of {len(table)} photos"
         write_atomic_csv(table, path)
-        print(f"Predictions for {len(table)} images written to {path}")
+        unusable = (
+            f" ({failed} could not be used: see the error column)" if found and failed else ""
+        )
+        print(f"Predictions for {what} written to {path}{unusable}")
 
 
 def probability_table(probs: Tensor, ood_scores: Tensor) -> pd.DataFrame:
@@ -101,6 +110,11 @@ def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(partial, index=False, float_format="%.6f")
 
 
+def init_arguments(hparams: dict) -> dict:
+    """Saved hyperparameters without LightningCLI's bookkeeping (`_instantiator`)."""
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
 class TensorBoardImages(Callback):
     """Pictures in TensorBoard's Images tab, and results in its HParams tab:
 
@@ -143,7 +157,7 @@ class TensorBoardImages(Callback):
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ):
-        images, labels = batch
+        images, labels, _ = batch
         self.confusion.update(outputs, labels)
         probs = outputs.float().softmax(dim=-1)
         wrong = probs.argmax(dim=-1) != labels
@@ -178,9 +192,11 @@ class TensorBoardImages(Callback):
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger):
             return
-        params = {"model": dict(pl_module.hparams)}
+        params = {"model": init_arguments(pl_module.hparams)}
         if trainer.datamodule is not None:
-            params["data"] = dict(trainer.datamodule.hparams)
+            params["data"] = init_arguments(trainer.datamodule.hparams)
         metrics = {f"hp/{k.replace('/', '_')}": v.item() for k, v in trainer.callback_metrics.items()
                    if k.startswith("test/")}  # fmt: skip
         logger.log_hyperparams(params, metrics)
+        # The logger writes hparams.yaml once, when it is created (empty): rewrite it with them.
+        save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", logger.hparams)

@@ -18,11 +18,14 @@ from torch import Tensor
 from fashion_lightning import idx, photos
 from fashion_lightning.errors import FashionLightningError
 
-Batch = tuple[Tensor, Tensor]
+# (images (B, 1, 28, 28) uint8, labels (B,) int64, the samples' indices in their split (B,))
+Batch = tuple[Tensor, Tensor, Tensor]
 
 
 class TensorBatches:
-    """Batches `(images (B, 1, 28, 28) uint8, labels (B,) int64)` sliced from in-memory tensors.
+    """Batches `(images (B, 1, 28, 28) uint8, labels (B,) int64, indices (B,))` sliced from
+    in-memory tensors; the indices say which samples of the split a batch holds, so whoever writes
+    per-sample results (predictions.csv) needs nothing but the batch.
 
     Under DDP each rank takes every `world_size`-th sample of the (shuffled) order, so ranks never
     share a sample. Training shards are cut to equal length so every rank takes the same number of
@@ -81,7 +84,7 @@ class TensorBatches:
         self.position = start
         for batch in self.sample_indices(epoch).split(self.batch_size)[start:]:
             self.position += 1  # counted before the yield: the consumer holds this batch now
-            yield self.images[batch], self.labels[batch]
+            yield self.images[batch], self.labels[batch], batch
 
     def state_dict(self) -> dict[str, int]:
         """Where the pass under way stands (plain ints, so checkpoints load with weights_only)."""
@@ -155,7 +158,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.random_crop, self.horizontal_flip = random_crop, horizontal_flip
         self.random_erasing = random_erasing
         self.predict_path = predict_path
-        self.splits: dict[str, Batch] = {}
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.photos: photos.Photos | None = None  # what `predict_path` named, once loaded
 
     def prepare_data(self) -> None:
@@ -225,9 +228,14 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return self._batches("predict")
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        images, labels = batch
-        training = self.trainer is not None and self.trainer.training
-        return self.transform(images, augment=training), labels
+        """Normalize (and, when training, augment) on the device. `predict` keeps the uint8
+        images: it runs the one inference path, which normalizes them itself."""
+        images, labels, index = batch
+        trainer = self.trainer
+        if trainer is not None and trainer.predicting:
+            return batch
+        training = trainer is not None and trainer.training
+        return self.transform(images, augment=training), labels, index
 
     @staticmethod
     def to_uint8(x: Tensor) -> Tensor:
@@ -249,7 +257,7 @@ def normalize(images: Tensor) -> Tensor:
     return images.float().sub_(255 * idx.PIXEL_MEAN).mul_(1 / (255 * idx.PIXEL_STD))
 
 
-def _as_tensors(images: np.ndarray, labels: np.ndarray) -> Batch:
+def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
     """(N, 28, 28) uint8 and (N,) uint8 arrays -> (N, 1, 28, 28) uint8 and (N,) int64 tensors."""
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()
 

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from fashion_lightning.atomic import atomic_path
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}

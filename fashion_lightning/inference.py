@@ -1,23 +1,38 @@
 """The one inference path: uint8 images, exactly as the data set stores them, to calibrated class
-probabilities and the out-of-domain score. `predict`, `report`, `serve` and `export` all run this
-module, so a photo gets the same answer from each of them."""
+probabilities and the out-of-domain score. `predict` (through `ClassifierModule.predict_step`),
+`report`, `serve` and `export` all run `trust.TrustedClassifier` through this module, so a photo
+gets the same answer from each of them."""
 
 import torch
 from torch import Tensor, nn
 
 from fashion_lightning.data import normalize
-from fashion_lightning.module import ClassifierModule
 from fashion_lightning.trust import trust_of
 
 
-class ProbabilityModel(nn.Module):
-    """uint8 images (N, 1, 28, 28) -> (class probabilities (N, C) float32, ood score (N,)
-    float32): the normalization, the network (averaged with the mirror image when the checkpoint
-    uses flip test-time augmentation), the temperature-scaled softmax and the ood score (> 1: not
-    clothing; NaN for a checkpoint fitted before the score existed), in one graph that exports
-    as it is."""
+def flip_averaged(net: nn.Module, x: Tensor) -> Tensor:
+    """Flip test-time augmentation: the mean logits of each image and its mirror image."""
+    return (net(x) + net(x.flip(-1))) / 2
 
-    def __init__(self, model: ClassifierModule) -> None:
+
+def probabilities(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 images (N, 1, 28, 28) -> (class probabilities (N, C) float32, temperature-scaled;
+    ood score (N,) float32, above 1 "not clothing", NaN without an ood fit) of a
+    `ClassifierModule`: the normalization, the network (averaged with the mirror image under
+    flip test-time augmentation), the temperature, the softmax and the ood score."""
+    return trust_of(model).to(images.device)(normalize(images))
+
+
+class ProbabilityModel(nn.Module):
+    """`probabilities` of a trained model as one module, in eval mode, that exports as it is
+    (two outputs: probabilities and ood score)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        """
+        Args:
+            model: A `ClassifierModule` (or anything with its `net`, `tta_flip`, `temperature`
+                and `ood_state`).
+        """
         super().__init__()
         # The plain network, not the LightningModule: tracing must not touch its Trainer hooks.
         self.trusted = trust_of(model)
@@ -28,13 +43,11 @@ class ProbabilityModel(nn.Module):
 
 
 @torch.inference_mode()
-def probabilities(
-    model: ProbabilityModel, images: Tensor, batch_size: int = 1024
+def predict_images(
+    model: ProbabilityModel, images: Tensor, batch_size: int = 1000
 ) -> tuple[Tensor, Tensor]:
     """Class probabilities (N, C) and ood scores (N,) of uint8 images (N, 1, 28, 28),
     `batch_size` at a time."""
     device = next(model.parameters()).device
-    chunks = [
-        model(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)
-    ]
-    return tuple(torch.cat([c[k].cpu() for c in chunks]) for k in (0, 1))
+    outputs = [model(batch.to(device)) for batch in images.split(batch_size)]
+    return tuple(torch.cat([o[k].cpu() for o in outputs]) for k in (0, 1))

@@ -6,22 +6,28 @@ training behaviour below is written once and shared (as in Lightning's `backbone
 
 import math
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from fashion_lightning.calibration import ECE_BINS
+from fashion_lightning.data import Batch
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.trust import TRUST_KEY, set_trust, trust_of
+from fashion_lightning.inference import flip_averaged, probabilities
+from fashion_lightning.trust import TRUST_KEY, set_trust
 
 STAGES = ("train", "val", "test")
+SCHEDULE_NEEDS_LENGTH = (
+    "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to know the "
+    "run's length: set --trainer.max_epochs or --trainer.max_steps to a positive number."
+)
 
 
 def adamw(params) -> torch.optim.Optimizer:
@@ -87,9 +93,9 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return flip_averaged(self.net, x) if self.tta_flip and not self.training else self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+    def _step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         """The step shared by train, val and test: the loss, and the epoch metrics' running sums."""
-        x, y = batch
+        x, y, _ = batch
         logits = self(x)
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
@@ -104,7 +110,7 @@ class ClassifierModule(L.LightningModule):
         self.log(loss_name, self.metrics[f"{stage}_loss"])
         self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=True)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
         # Each self.log costs about 0.8 ms on CPU; the logger writes only every n steps, so log
         # only then, and on each epoch's first step for the progress bar (same TensorBoard curve).
@@ -112,11 +118,11 @@ class ClassifierModule(L.LightningModule):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Returns the logits, for callbacks (confusion matrix, misclassified images)."""
         return self._step(batch, "val")[1].detach()
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self._step(batch, "test")[1].detach().float()
         self.metrics["test_ece"].update((logits / self.temperature).softmax(-1), batch[1])
         self.metrics["test_ece_uncalibrated"].update(logits.softmax(-1), batch[1])
@@ -143,11 +149,28 @@ class ClassifierModule(L.LightningModule):
         validation) loads with T = 1 and no ood score."""
         set_trust(self, checkpoint.get(TRUST_KEY))
 
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Predicted class index (B,), calibrated class probabilities (B, num_classes) and the
-        ood score (B,) per image, through the same module as serve and export."""
-        probs, ood_score = trust_of(self).to(self.device)(batch[0])  # float32 under bf16 too
-        return {"pred": probs.argmax(dim=-1), "probs": probs, "ood_score": ood_score}
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Calibrated class probabilities (B, num_classes) and ood scores (B,) of the batch's
+        uint8 images, through the one inference path (`inference.probabilities`), with the
+        samples' labels and indices."""
+        images, labels, index = batch
+        probs, ood_score = probabilities(self, images)
+        return {"probs": probs, "ood_score": ood_score, "label": labels, "index": index}
+
+    def check_optimizer(self, max_epochs: int | None, max_steps: int) -> None:
+        """Build the optimizer once, so that torch's refusal of a setting (a negative learning
+        rate or weight decay) comes out now, as one paragraph, before the run writes anything;
+        likewise a schedule on a run of no set length."""
+        endless = (max_epochs is None or max_epochs < 0) and max_steps < 0
+        if endless and (self.warmup_fraction or self.lr_decay != "none"):
+            raise FashionLightningError(SCHEDULE_NEEDS_LENGTH)
+        try:
+            self.make_optimizer(self.parameters())
+        except (ValueError, TypeError) as e:
+            raise FashionLightningError(
+                f"--model.optimizer refuses its settings: {e}. Fix the value, e.g. "
+                f"--model.optimizer.lr 0.001 (learning rates and weight decay are >= 0)."
+            ) from None
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.parameters())
@@ -155,42 +178,42 @@ class ClassifierModule(L.LightningModule):
             return optimizer
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise FashionLightningError(
-                "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to "
-                "know the run's length: set --trainer.max_epochs or --trainer.max_steps."
-            )
+            raise FashionLightningError(SCHEDULE_NEEDS_LENGTH)
         total = max(int(total), 1)
         schedule = WarmupDecay(total, round(self.warmup_fraction * total), self.lr_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = WarmupDecaySchedule(optimizer, schedule)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def check_checkpoint(self, path: str | Path, checkpoint: dict | None = None) -> None:
-        """Raise a clear error unless the checkpoint at `path` (or already loaded from there as
-        `checkpoint`) holds weights for this network."""
-        state = (checkpoint or load_checkpoint(path)).get("state_dict", {})
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        reshaped = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-        if missing or unexpected or reshaped:
-            detail = "; ".join(
-                f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                   ("other shape", reshaped))
-                if keys
-            )  # fmt: skip
-            raise FashionLightningError(
-                f"--ckpt_path {path} holds the weights of a different network than the config builds "
-                f"({detail}). Pass the config the checkpoint was trained with: {config_hint(path)}."
-            )
 
+class WarmupDecaySchedule(torch.optim.lr_scheduler.LambdaLR):
+    """`WarmupDecay` as a scheduler that keeps the run's own length across a resume.
 
-def flip_averaged(net: nn.Module, x: Tensor) -> Tensor:
-    """Flip test-time augmentation: the mean logits of each image and its mirror image."""
-    return (net(x) + net(x.flip(-1))) / 2
+    LambdaLR's state holds the schedule's attributes, so a resume would bring back the total of
+    the run that wrote the checkpoint: `fit --ckpt_path last --trainer.max_epochs` with more epochs
+    would then continue on the old, finished schedule, at learning rate 0. Here the schedule built
+    for this run wins, the resumed step continues on it, and a line says so. An unchanged command
+    restores everything as it was, bit for bit."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        schedule = self.lr_lambdas[0]
+        own = dict(vars(schedule))
+        super().load_state_dict(state_dict)
+        saved = dict(vars(schedule))
+        if saved == own:
+            return
+        vars(schedule).update(own)
+        factor = schedule(self.last_epoch)
+        self._last_lr = [base * factor for base in self.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+        rank_zero_only(print)(
+            f"Resuming with a learning-rate schedule of {own['total']} steps instead of "
+            f"{saved['total']} (the run's length changed): step {self.last_epoch} continues on the "
+            f"new schedule, at learning rate {self._last_lr[0]:.3g}."
+        )
 
 
 class WarmupDecay:
@@ -208,59 +231,3 @@ class WarmupDecay:
         if self.decay == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         return 1.0
-
-
-def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
-    """A Lightning checkpoint as a dict, or a clear error naming `option` when `path` is missing
-    or is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FashionLightningError(
-            f"{option} {path} does not exist. Checkpoints are written under "
-            f"lightning_logs/version_N/checkpoints/ (last.ckpt and the best by val/acc)."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not a checkpoint"
-        raise FashionLightningError(
-            f"{option} {path} is not a readable Lightning checkpoint ({type(e).__name__}). "
-            f"Pass a .ckpt file written by `python -m fashion_lightning fit`."
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise FashionLightningError(
-            f"{option} {path} is not a Lightning checkpoint (it has no state_dict). Pass a .ckpt "
-            f"file written by `python -m fashion_lightning fit`."
-        )
-    return checkpoint
-
-
-def recorded_config(checkpoint: dict) -> dict[str, dict] | None:
-    """The `model` and `data` settings a checkpoint written by the CLI records (the init arguments
-    LightningCLI saves as its hyperparameters), or None when it records no network config."""
-    model = dict(checkpoint.get("hyper_parameters") or {})
-    if not isinstance(model.get("net"), dict):
-        return None
-    data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    for settings in (model, data):
-        settings.pop("_instantiator", None)  # LightningCLI's bookkeeping, not an init argument
-    return {"model": model, "data": data}
-
-
-def load_model(ckpt_path: str | Path, option: str = "--ckpt_path") -> ClassifierModule:
-    """The checkpoint's model in eval mode, rebuilt from the network config it recorded: the one
-    way report, export and the NumPy reference get a model from a checkpoint. Errors name
-    `option`."""
-    if recorded_config(load_checkpoint(ckpt_path, option)) is None:
-        raise FashionLightningError(
-            f"{option} {ckpt_path} does not record its network (it was not written by "
-            f"`python -m fashion_lightning fit`), so the model cannot be rebuilt from it alone."
-        )
-    return ClassifierModule.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-
-
-def config_hint(ckpt_path: str | Path) -> str:
-    """Where the config of the run that wrote `ckpt_path` is, as `--config PATH` advice."""
-    config = Path(ckpt_path).resolve().parent.parent / "config.yaml"
-    if config.is_file():
-        return f"--config {config}"
-    return "the same --config (configs/mlp.yaml or configs/cnn.yaml) used to train it"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fashion_lightning.internals import cpu_bf16_units
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -25,12 +27,13 @@ class Capabilities:
     @classmethod
     def detect(cls) -> "Capabilities":
         cuda = torch.cuda.is_available()
+        units = cpu_bf16_units()
         return cls(
             cuda=cuda,
             cuda_bf16=cuda and torch.cuda.is_bf16_supported(including_emulation=False),
             cuda_name=torch.cuda.get_device_name() if cuda else "",
-            cpu_avx512_bf16=torch.cpu._is_avx512_bf16_supported(),
-            cpu_amx=torch.cpu._is_amx_tile_supported(),
+            cpu_avx512_bf16=units["AVX512-BF16"],
+            cpu_amx=units["AMX"],
             cpu_capability=torch.backends.cpu.get_cpu_capability(),
         )
 

@@ -271,12 +271,12 @@ def load_inputs(folder: Path, split: str, dtype=np.float32) -> tuple[np.ndarray,
 
 def mlp_weights_from_checkpoint(path: str | Path) -> Weights:
     """[(W, b), ...] of a Lightning `models.MLP` checkpoint, rebuilt the one way every command
-    rebuilds a model (`module.load_model`). That needs torch, so torch is imported here, never by
+    rebuilds a model (`checkpoint.load_model`). That needs torch, so torch is imported here, never by
     the network above."""
     from torch import nn
 
+    from fashion_lightning.checkpoint import load_model  # imports torch
     from fashion_lightning.models import MLP as TorchMLP
-    from fashion_lightning.module import load_model  # imports torch
 
     net = load_model(path, option="--evaluate-checkpoint").net
     if not isinstance(net, TorchMLP):

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -21,12 +20,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import Tensor
 
 from fashion_lightning import plots
+from fashion_lightning.atomic import give_umask_mode
 from fashion_lightning.calibration import calibration_error, reliability
+from fashion_lightning.checkpoint import Checkpoint
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.inference import ProbabilityModel, probabilities
-from fashion_lightning.module import ClassifierModule, load_model
+from fashion_lightning.inference import ProbabilityModel, predict_images
+from fashion_lightning.module import ClassifierModule
 from fashion_lightning.robustness import CORRUPTIONS, corrupted
 
 # TensorBoard tags -> history columns for the curves.
@@ -55,30 +56,23 @@ def report(
             first 2000 test images: robustness.csv (corruption, severity, accuracy) and
             robustness.png.
     """
-    model = load_model(ckpt_path)
-    out_dir = Path(out) if out else Path(ckpt_path).resolve().parent.parent / "report"
-    overrides = (
-        {"data_dir": data_dir} if data_dir else {}
-    )  # else the data options it was trained with
-    datamodule = FashionMNISTDataModule.load_from_checkpoint(ckpt_path, **overrides)
+    checkpoint = Checkpoint.read(ckpt_path)  # read once: the model and its data settings
+    classifier = checkpoint.model()
+    model = ProbabilityModel(classifier)
+    out_dir = Path(out) if out else checkpoint.path.resolve().parent.parent / "report"
+    data = {**checkpoint.config["data"], **({"data_dir": data_dir} if data_dir else {})}
+    datamodule = FashionMNISTDataModule(**data)  # the data options it was trained with
     datamodule.load()
-    images, labels = (t.numpy() for t in datamodule.splits["test"])
-    probs = predict(model, datamodule)
-    history = history_from_events(Path(ckpt_path).resolve().parent.parent)
+    images, labels = datamodule.splits["test"]
+    probs = predict_images(model, images)[0].numpy()
+    history = history_from_events(checkpoint.path.resolve().parent.parent)
     with StagingFolder(out_dir) as folder:
-        write_report(folder, images[:, 0], labels, probs, history, ckpt_path)
-        write_calibration(folder, model, labels, probs)
+        write_report(folder, images[:, 0].numpy(), labels.numpy(), probs, history, ckpt_path)
+        write_calibration(folder, classifier, labels.numpy(), probs)
         if robustness:
-            write_robustness(folder, model, *datamodule.splits["test"])
+            write_robustness(folder, model, images, labels)
     print(f"Report written to {out_dir / 'report.md'}")
     return out_dir
-
-
-def predict(model: ClassifierModule, datamodule: FashionMNISTDataModule) -> np.ndarray:
-    """Class probabilities (N, C) for the test set, in order, with a plain Lightning Trainer."""
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    batches = trainer.predict(model, datamodule=datamodule)
-    return torch.cat([b["probs"] for b in batches]).float().numpy()
 
 
 def history_from_events(run_dir: Path) -> pd.DataFrame | None:
@@ -123,6 +117,7 @@ class StagingFolder:
             self.tmp = Path(
                 tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent)
             )
+            give_umask_mode(self.tmp)
         except OSError as e:
             raise FashionLightningError(
                 f"--out {self.target}: cannot create a folder there ({e.strerror}: {e.filename}). "
@@ -238,26 +233,25 @@ def write_calibration(folder: Path, model: ClassifierModule, labels: np.ndarray,
         f.write("\n" + section)
 
 
-def robustness_table(model: ClassifierModule, images: Tensor, labels: Tensor):
+def robustness_table(model: ProbabilityModel, images: Tensor, labels: Tensor):
     """Accuracy per corruption and severity on the first ROBUSTNESS_IMAGES test images (with the
     clean accuracy as severity 0), and the strongest example image of each corruption."""
     images, labels = images[:ROBUSTNESS_IMAGES], labels[:ROBUSTNESS_IMAGES]
-    runner = ProbabilityModel(model)
-    rows = [("none", 0, accuracy_of(runner, images, labels))]
+    rows = [("none", 0, accuracy_of(model, images, labels))]
     examples = {}
     for name in CORRUPTIONS:
         for level in (1, 2, 3):
             corrupt = corrupted(images, name, level)
-            rows.append((name, level, accuracy_of(runner, corrupt, labels)))
+            rows.append((name, level, accuracy_of(model, corrupt, labels)))
         examples[name] = corrupt[0, 0].numpy()
     return pd.DataFrame(rows, columns=["corruption", "severity", "accuracy"]), examples
 
 
-def accuracy_of(runner: ProbabilityModel, images: Tensor, labels: Tensor) -> float:
-    return float((probabilities(runner, images)[0].argmax(-1) == labels).float().mean())
+def accuracy_of(model: ProbabilityModel, images: Tensor, labels: Tensor) -> float:
+    return float((predict_images(model, images)[0].argmax(-1) == labels).float().mean())
 
 
-def write_robustness(folder: Path, model: ClassifierModule, images: Tensor, labels: Tensor):
+def write_robustness(folder: Path, model: ProbabilityModel, images: Tensor, labels: Tensor):
     """robustness.csv, robustness.png and their section in report.md."""
     table, examples = robustness_table(model, images, labels)
     table.to_csv(folder / "robustness.csv", index=False, float_format="%.4f")

@@ -22,7 +22,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
@@ -30,9 +29,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss, paragraph
+from fashion_lightning.internals import Stateful, saved_loader_states
 
 RNG_KEY = "rng_states"
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + signal number, as shells report
+# Under DDP (and on GPUs) the per-step checks are agreed every this many steps: a signal or a
+# non-finite loss stops all ranks at the same step, for one tiny all-reduce per 16 steps.
+AGREE_EVERY = 16
+NONE = 2**62  # "no non-finite step yet", as a step number that min() over ranks ignores
 
 
 def rng_states() -> dict[str, Any]:
@@ -88,12 +92,11 @@ class ExactResume(Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._rng = checkpoint.get(RNG_KEY)
-        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        self._loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
+        self._loader_states = saved_loader_states(checkpoint)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loaders = [loader for loader in CombinedLoader(trainer.train_dataloader).flattened
-                   if isinstance(loader, _Stateful)]  # fmt: skip
+        flattened = CombinedLoader(trainer.train_dataloader).flattened
+        loaders = [loader for loader in flattened if isinstance(loader, Stateful)]
         for loader, state in zip(loaders, self._loader_states):
             if state.get("position", 0) >= trainer.num_training_batches:  # epoch done (limits too)
                 state = {**state, "position": len(loader)}
@@ -114,8 +117,9 @@ class LastCheckpoint(Callback):
     resumes it and exits 143 or 130. A second Ctrl-C quits at once. (Lightning 2.6's own
     `save_last` rewrites last.ckpt only when a new best checkpoint is saved.)
 
-    Under DDP the ranks agree at every batch boundary (one tiny all-reduce), so all of them stop
-    at the same step and rank 0 writes the checkpoint. Under SLURM, the handler Lightning installs
+    On one process the signal and the timer are two attribute reads per step. Under DDP the ranks
+    agree every `AGREE_EVERY` steps (one tiny all-reduce), so all of them stop at the same step
+    and rank 0 writes the checkpoint. Under SLURM, the handler Lightning installs
     for the requeue signal (SIGUSR1: save `hpc_ckpt_N.ckpt`, `scontrol requeue`) is deferred to
     that batch boundary too, after last.ckpt is written, so both hold the same exact step."""
 
@@ -185,7 +189,12 @@ class LastCheckpoint(Callback):
             self._last_write = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
-        signum, due = self._agreed(trainer, pl_module)
+        if trainer.world_size == 1:  # two attribute reads: nothing to agree on
+            signum, due = self.received, self._timer_due()
+        elif trainer.global_step % AGREE_EVERY == 0:  # the same steps on every rank
+            signum, due = self._agreed(trainer, pl_module)
+        else:
+            return
         checkpoint = trainer.checkpoint_callback
         path = None
         if (signum or due) and isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
@@ -197,10 +206,13 @@ class LastCheckpoint(Callback):
             report_stop(signum, path, trainer.global_step)
             raise Stopped(EXIT_CODES.get(signum, 128 + signum))
 
+    def _timer_due(self) -> bool:
+        return self.every_seconds > 0 and time.monotonic() - self._last_write >= self.every_seconds
+
     def _agreed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[int, bool]:
-        """(the signal received by any rank or 0, whether any rank's timer is due)."""
-        due = self.every_seconds > 0 and time.monotonic() - self._last_write >= self.every_seconds
-        decision = torch.tensor([self.received, int(due)], device=pl_module.device)
+        """(the signal received by any rank or 0, whether any rank's timer is due): one tiny
+        all-reduce under DDP, so every rank stops at the same step."""
+        decision = torch.tensor([self.received, int(self._timer_due())], device=pl_module.device)
         if trainer.world_size > 1:
             decision = trainer.strategy.reduce(decision, reduce_op="max")
         signum, due = decision.tolist()
@@ -244,28 +256,78 @@ def resume_args(args: list[str]) -> list[str]:
 
 
 class FiniteLoss(Callback):
-    """Stops the fit at the first NaN or infinite training loss, before its gradients reach the
-    weights, with the step, the loss and the learning rate; under DDP all ranks stop together.
-    No checkpoint is written afterwards, and none with non-finite weights is ever written."""
+    """Stops the fit at the first NaN or infinite training loss, naming its step, the loss and
+    the learning rate; under DDP all ranks stop together. No checkpoint is written afterwards,
+    and none with non-finite weights is ever written.
+
+    On one CPU process the loss is read every step (a host read, no sync) and the run stops
+    before the bad step reaches the weights. On a GPU, or under DDP, reading it every step would
+    cost a device sync or an all-reduce per step: there the first bad step is recorded on the
+    device, and the flag is read every `AGREE_EVERY` steps and before any checkpoint is written.
+    """
+
+    def __init__(self, check_every: int | None = None) -> None:
+        """
+        Args:
+            check_every: Read the loss flag every this many steps. Default: 1 on one CPU
+                process, else `AGREE_EVERY`.
+        """
+        self.check_every, self.every = check_every, 1
+        self.first_bad: Tensor | None = None  # on the device: the first non-finite step, or NONE
+        self.bad_loss = math.nan
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        exact = pl_module.device.type == "cpu" and trainer.world_size == 1
+        self.every = self.check_every or (1 if exact else AGREE_EVERY)
+        self.first_bad = torch.tensor(NONE, device=pl_module.device)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module, loss: Tensor) -> None:
-        finite = torch.isfinite(loss.detach()).all()
+        step = trainer.global_step
+        if self.every == 1:
+            value = loss.item()
+            if not math.isfinite(value):
+                self.bad_loss = value
+                raise self.stop(trainer, step, exact=True)
+            return
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad == NONE), step, self.first_bad)
+        if (step + 1) % self.every == 0:
+            self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if any rank saw a non-finite loss (a device read, and an all-reduce under DDP)."""
+        if self.first_bad is None:
+            return
+        first = self.first_bad
         if trainer.world_size > 1:
-            finite = trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
-        if not finite:
-            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
-            raise NonFiniteLoss(
-                f"The training loss is {loss.item()} at step {trainer.global_step} (epoch "
-                f"{trainer.current_epoch}, learning rate {lr:.3g}); the run stopped before this "
-                f"step changed the weights, and no checkpoint was written after it. Usual causes: "
-                f"a learning rate too high for the optimizer (try --model.optimizer.lr ten times "
-                f"smaller, or --model.warmup_fraction=0.05), a schedule that ends too high, or "
-                f"float16 overflow (use --trainer.precision=bf16-mixed or 32)."
-            )
+            first = trainer.strategy.reduce(first.clone(), reduce_op="min")
+        if int(first) != NONE:
+            raise self.stop(trainer, int(first), exact=False)
+
+    def stop(self, trainer: L.Trainer, step: int, exact: bool) -> NonFiniteLoss:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        loss = f"{self.bad_loss}" if exact else "not finite"
+        when = (
+            "the run stopped before this step changed the weights"
+            if exact
+            else f"the run stopped at step {trainer.global_step} (the loss is checked every "
+            f"{self.every} steps on this device)"
+        )
+        return NonFiniteLoss(
+            f"The training loss is {loss} at step {step} (epoch {trainer.current_epoch}, learning "
+            f"rate {lr:.3g}); {when}, and no checkpoint was written after it. Usual causes: a "
+            f"learning rate too high for the optimizer (try --model.optimizer.lr ten times "
+            f"smaller, or --model.warmup_fraction=0.05), a schedule that ends too high, or "
+            f"float16 overflow (use --trainer.precision=bf16-mixed or 32)."
+        )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        bad = [k for k, v in checkpoint["state_dict"].items()
-               if v.is_floating_point() and not torch.isfinite(v).all()]  # fmt: skip
+        self.check(trainer)  # a bad step not yet read: name it, rather than the weights
+        bad = [
+            k
+            for k, v in checkpoint["state_dict"].items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:
             raise FashionLightningError(
                 f"The weights hold NaN or infinite values ({', '.join(bad[:3])}) at step "
@@ -301,20 +363,3 @@ def find_last_checkpoint(roots: list[Path]) -> Path | None:
         p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
     ]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def check_writable(folder: Path, option: str) -> None:
-    """Refuse, before training, an output folder that cannot be created or written to."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    if problem:
-        raise FashionLightningError(
-            f"{option} points to {folder}, where nothing can be written: {problem}. Give a folder "
-            f"you can write to, e.g. {option}=lightning_logs in the current folder."
-        )

@@ -5,7 +5,7 @@ The server is LitServe's (Lightning's serving library): `POST /predict` takes a 
 multipart field `file` and answers its class and class probabilities as JSON; `GET /health`
 answers 200 once the model is loaded; `GET /` is the page (`serve_page.html`, self-contained: it
 fetches nothing from elsewhere). Each inference worker rebuilds the model with
-`module.load_model`, and a photo becomes the 28x28 image the model sees through `photos.py`,
+`checkpoint.load_model`, and a photo becomes the 28x28 image the model sees through `photos.py`,
 exactly as for `predict --data.predict_path`. An unusable upload gets a 4xx status and a JSON
 `{"detail": why}`; the worker goes on serving.
 """
@@ -31,10 +31,10 @@ from starlette.datastructures import UploadFile
 
 from fashion_lightning import photos
 from fashion_lightning.callbacks import verdict
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.idx import CLASS_NAMES
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
 # The addresses LitServe's `run` accepts: this machine only, or every IPv4 / IPv6 interface.

@@ -7,9 +7,10 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from fashion_lightning.atomic import check_writable
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
-from fashion_lightning.resilience import ExactResume, FiniteLoss, check_writable
+from fashion_lightning.resilience import ExactResume, FiniteLoss
 from fashion_lightning.trust import FitTrust
 
 

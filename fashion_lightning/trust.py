@@ -179,4 +179,3 @@ def write_trust(path: Path, trust: dict) -> None:
     checkpoint[TRUST_KEY] = trust
     with atomic_path(path) as partial:
         torch.save(checkpoint, partial)
-        partial.chmod(path.stat().st_mode)  # the temporary file is private; keep the original's

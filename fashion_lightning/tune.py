@@ -10,6 +10,7 @@ anything of ours.
 import argparse
 import json
 import os
+import re
 import socket
 import warnings
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
-from fashion_lightning.cli import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
+from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.plots import save_png
 
 # Trials build the CLI from a list of options while sys.argv holds the tune command: on purpose.
@@ -251,12 +252,18 @@ def open_study(name: str, storage: str | None, folder: Path, search: SearchSpace
             load_if_exists=True,
         )
     except Exception as e:  # SQLAlchemy, a missing driver, a file system, Optuna
-        message = " ".join(str(e).split("\n")[0].split())
+        message = hide_password(" ".join(str(e).split("\n")[0].split()))
+        shown = hide_password(storage) if storage else folder / "journal.log"
         raise FashionLightningError(
-            f"--storage {storage or folder / 'journal.log'} cannot be opened ({type(e).__name__}: "
+            f"--storage {shown} cannot be opened ({type(e).__name__}: "
             f"{message}). Give a journal file in a folder you can write to, or a database URL "
             f"Optuna accepts, e.g. sqlite:///study.db or postgresql://user:password@host/db."
         ) from None
+
+
+def hide_password(text: str) -> str:
+    """`text` with the password of any URL in it (scheme://user:password@host) masked."""
+    return re.sub(r"(\w+://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 def open_storage(storage: str | None, folder: Path) -> optuna.storages.BaseStorage:

@@ -20,8 +20,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fashion_lightning.cli import make_cli
 from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.module import WarmupDecay
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml"
@@ -68,7 +68,7 @@ def plain_epoch(batch_size: int) -> float:
     times = []
     for _ in range(EPOCHS):
         start = time.perf_counter()
-        for images, labels in dm.train_dataloader():
+        for images, labels, _ in dm.train_dataloader():
             loss = F.cross_entropy(model.net(dm.transform(images)), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

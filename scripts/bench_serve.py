@@ -32,9 +32,9 @@ from bench_time_to_accuracy import cpu_description
 from PIL import Image
 
 from fashion_lightning import idx, photos
-from fashion_lightning.cli import make_cli
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
+from fashion_lightning.lightning_cli import make_cli
 
 N_PHOTOS = 50
 MAX_REQUESTS = 2000  # per phase, beside its time bound

@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from fashion_lightning import idx
-from fashion_lightning.cli import make_cli
+from fashion_lightning.lightning_cli import make_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TARGETS = {  # recipe: (accuracy, tutorial epochs, what the time covers)
@@ -97,7 +97,7 @@ class TestClock(L.Callback):
         pl_module.eval()
         correct = 0
         with trainer.precision_plugin.forward_context():
-            for images, labels in datamodule.test_dataloader():
+            for images, labels, _ in datamodule.test_dataloader():
                 logits = pl_module(datamodule.transform(images.to(pl_module.device)))
                 correct += (logits.argmax(-1).cpu() == labels).sum().item()
         pl_module.train(training)

@@ -21,6 +21,8 @@ Needs the `ood` extra: pip install -e '.[ood]'.
 """
 
 import argparse
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,9 +34,10 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
 from fashion_lightning import idx, photos
+from fashion_lightning.callbacks import PredictionWriter
+from fashion_lightning.checkpoint import Checkpoint, load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import FashionMNISTDataModule, normalize
-from fashion_lightning.module import load_model
 from fashion_lightning.ood import FLAG_RATE
 from fashion_lightning.trust import trust_of
 
@@ -128,18 +131,10 @@ def product_images(test: tuple[np.ndarray, np.ndarray], folder: Path) -> None:
 
 def predict_folder(ckpt_path: str, folder: Path) -> pd.DataFrame:
     """`predict --data.predict_path folder`, as a user runs it; its predictions.csv."""
-    out = folder.parent / f"{folder.name}_run"
-    cli_main(
-        [
-            "predict",
-            f"--ckpt_path={ckpt_path}",
-            f"--data.predict_path={folder}",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={out}",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    return pd.read_csv(out / "predictions.csv")
+    options = [f"--ckpt_path={ckpt_path}", f"--data.predict_path={folder}"]
+    cli = cli_main(["predict", *options, "--trainer.enable_progress_bar=false"])
+    written = next(c.folder for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
+    return pd.read_csv(written / "predictions.csv")
 
 
 def self_made_ood(n: int = 500) -> np.ndarray:
@@ -205,11 +200,16 @@ def main() -> None:
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--out", help="keep the image folders here (default: a temporary one)")
     args = parser.parse_args()
-    datamodule = FashionMNISTDataModule.load_from_checkpoint(args.ckpt_path)
+    datamodule = FashionMNISTDataModule(**Checkpoint.read(args.ckpt_path).config["data"])
     datamodule.load()
     test = idx.load_split(idx.find_data_dir(download=False), "test")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        # A copy outside its run folder: predict writes into ./lightning_logs/eval/ here, not
+        # over the run's own predictions.csv.
+        ckpt_path = str(shutil.copy(args.ckpt_path, root / "model.ckpt"))
+        os.chdir(root)
         makers = {
             "fashion": lambda f: fashion_images(test, f),
             "digits": digit_images,
@@ -220,7 +220,7 @@ def main() -> None:
         for name, make in makers.items():
             (root / name).mkdir(parents=True, exist_ok=True)
             make(root / name)
-            tables[name] = predict_folder(args.ckpt_path, root / name)
+            tables[name] = predict_folder(ckpt_path, root / name)
         fashion, digits = tables["fashion"]["ood_score"], tables["digits"]["ood_score"]
         auroc = roc_auc_score(
             np.r_[np.zeros(len(fashion)), np.ones(len(digits))], np.r_[fashion, digits]
@@ -236,7 +236,7 @@ def main() -> None:
         sets["self-made"] = self_made_ood()
         val = datamodule.splits["val"][0][:, 0].numpy()
         print("\nCandidate scores, thresholded on validation at", f"{FLAG_RATE:.0%} flagged:")
-        print(compare(args.ckpt_path, sets, val).to_string(float_format="%.3f"))
+        print(compare(ckpt_path, sets, val).to_string(float_format="%.3f"))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from fashion_lightning import idx, photos
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.data import normalize
-from fashion_lightning.module import load_model
 
 
 def product_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:

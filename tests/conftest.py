@@ -10,6 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashion_lightning import idx
+from fashion_lightning.callbacks import PredictionWriter
 
 N_TRAIN, N_TEST = 96, 40
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -30,6 +31,11 @@ def scalars(log_dir: str | Path) -> dict[str, list[float]]:
     events = EventAccumulator(str(log_dir))
     events.Reload()
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def predictions_folder(cli) -> Path:
+    """Where a `predict` run wrote predictions.csv (the checkpoint's run folder, or eval/)."""
+    return next(c.folder for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:

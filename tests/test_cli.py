@@ -11,14 +11,16 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, config, flat, scalars, synthetic_split
+from conftest import CONFIGS, config, flat, predictions_folder, scalars, synthetic_split
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fashion_lightning.cli import COMMANDS, DEFAULT_RECIPE, cli_main
+from fashion_lightning.cli import cli_main
+from fashion_lightning.commands import COMMANDS
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.models import CNN, MLP
 from fashion_lightning.module import ClassifierModule
+from fashion_lightning.recipes import DEFAULT_RECIPE
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_test_subcommand_reproduces_the_fit_score(fitted_mlp, tiny_args: list[st
 def test_predict_writes_one_row_per_test_image(fitted_mlp, tiny_args: list[str]) -> None:
     best = fitted_mlp.trainer.checkpoint_callback.best_model_path
     cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}"])
-    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")
+    table = pd.read_csv(predictions_folder(cli) / "predictions.csv")
     assert len(table) == 40 and list(table["index"]) == list(range(40))
     probs = table[list(FashionMNISTDataModule.class_names)].to_numpy()
     assert abs(probs.sum(axis=1) - 1).max() < 1e-4
@@ -268,7 +270,7 @@ def test_predict_respects_batch_limits(fitted_mlp, tiny_args: list[str]) -> None
     best = fitted_mlp.trainer.checkpoint_callback.best_model_path
     cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}",
                     "--trainer.limit_predict_batches=2"])  # fmt: skip
-    assert len(pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")) == 32
+    assert len(pd.read_csv(predictions_folder(cli) / "predictions.csv")) == 32
 
 
 @pytest.mark.parametrize(
@@ -322,7 +324,7 @@ def test_help_lists_every_command(capsys, run_dir: Path) -> None:
 def outputs(cli) -> dict:
     """What a validate/test/predict run produced: its metrics, or its predictions table."""
     if cli.subcommand == "predict":
-        return pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv").to_dict("list")
+        return pd.read_csv(predictions_folder(cli) / "predictions.csv").to_dict("list")
     return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
 
 
@@ -367,7 +369,7 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(fitted_mlp, tmp_path
     cli = cli_main(["predict", f"--ckpt_path={best}", f"--data.predict_path={photos_dir}",
                     "--data.data_dir=/no/such/dir",  # photos need no data set
                     "--trainer.enable_progress_bar=false"])  # fmt: skip
-    run = Path(cli.trainer.log_dir)
+    run = predictions_folder(cli)
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     names = list(FashionMNISTDataModule.class_names)
     assert list(table.columns) == [
@@ -402,7 +404,7 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
     code = (
-        "import fashion_lightning.__main__ as m, fashion_lightning.cli as c; "
+        "import fashion_lightning.__main__ as m, fashion_lightning.recipes as c; "
         "print(c.DEFAULT_RECIPE); m.main()"
     )
     result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],

@@ -29,9 +29,10 @@ def loaded(data_dir: Path, **kwargs) -> FashionMNISTDataModule:
 
 def test_batches_have_the_right_shapes_and_types(fake_data_dir: Path) -> None:
     dm = loaded(fake_data_dir)
-    images, labels = next(iter(dm.train_dataloader()))
+    images, labels, index = next(iter(dm.train_dataloader()))
     assert images.shape == (16, 1, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (16,) and labels.dtype == torch.int64
+    assert torch.equal(dm.splits["train"][1][index], labels)  # a batch names its samples
     assert len(dm.train_dataloader()) == 5 and len(dm.test_dataloader()) == 1
     assert dm.class_names[0] == "T-shirt/top" and dm.num_classes == 10
 
@@ -47,7 +48,7 @@ def test_split_is_deterministic_disjoint_and_complete(fake_data_dir: Path) -> No
 def test_training_order_is_reshuffled_each_epoch_and_reproducible(fake_data_dir: Path) -> None:
     def epochs(dm: FashionMNISTDataModule) -> list[torch.Tensor]:
         loader = dm.train_dataloader()
-        return [torch.cat([y for _, y in loader]) for _ in range(2)]
+        return [torch.cat([y for _, y, _ in loader]) for _ in range(2)]
 
     first, second = epochs(loaded(fake_data_dir)), epochs(loaded(fake_data_dir))
     assert all(torch.equal(x, y) for x, y in zip(first, second))
@@ -57,7 +58,7 @@ def test_training_order_is_reshuffled_each_epoch_and_reproducible(fake_data_dir:
 @pytest.mark.parametrize("n", [40, 41])
 def test_ddp_shards_count_every_eval_sample_once(n: int) -> None:
     images, labels = torch.zeros(n, 1, 28, 28, dtype=torch.uint8), torch.arange(n)
-    seen = [torch.cat([y for _, y in TensorBatches(images, labels, 8, rank=r, world_size=3)])
+    seen = [torch.cat([y for _, y, _ in TensorBatches(images, labels, 8, rank=r, world_size=3)])
             for r in range(3)]  # fmt: skip
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
 
@@ -65,7 +66,7 @@ def test_ddp_shards_count_every_eval_sample_once(n: int) -> None:
 def test_ddp_training_shards_are_disjoint_and_equal() -> None:
     images, labels = torch.zeros(41, 1, 28, 28, dtype=torch.uint8), torch.arange(41)
     shards = [TensorBatches(images, labels, 8, shuffle=True, rank=r, world_size=2) for r in (0, 1)]
-    seen = [torch.cat([y for _, y in shard]) for shard in shards]
+    seen = [torch.cat([y for _, y, _ in shard]) for shard in shards]
     assert len(seen[0]) == len(seen[1]) == 20 and len(shards[0]) == len(shards[1]) == 3
     assert not set(seen[0].tolist()) & set(seen[1].tolist())
 

@@ -11,11 +11,11 @@ import torch
 from conftest import config
 
 from fashion_lightning import idx
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import normalize
 from fashion_lightning.export import SUFFIXES
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
 
 BATCH_SIZES = (1, 100)
 

@@ -11,9 +11,9 @@ import torch
 from conftest import config, scalars
 
 from fashion_lightning import reference
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.module import load_model
 from fashion_lightning.trust import TRUST_KEY, fit_trust
 
 pytestmark = pytest.mark.slow

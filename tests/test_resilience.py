@@ -1,6 +1,7 @@
 """Fault tolerance on tiny synthetic data: the stateful batches, exact resume after a stop at any
 step, `--ckpt_path last` across runs, the NaN stop, unwritable outputs, atomic checkpoints."""
 
+import functools
 import json
 import os
 import re
@@ -15,15 +16,16 @@ import pytest
 import torch
 from conftest import config, flat
 
+from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import TensorBatches
-from fashion_lightning.resilience import AtomicCheckpointIO, resume_args
+from fashion_lightning.resilience import AtomicCheckpointIO, FiniteLoss, resume_args
 
 N, BATCH = 41, 4  # 41 samples: uneven shards under DDP, a short last batch
 
 
 def labels_of(batches) -> list[int]:
-    return [int(v) for _, y in batches for v in y]
+    return [int(v) for _, y, _ in batches for v in y]
 
 
 def fresh(rank: int, world_size: int) -> TensorBatches:
@@ -46,7 +48,7 @@ def test_batches_resume_from_every_position(world_size: int) -> None:
             stopped = fresh(rank, world_size)
             labels_of(stopped)  # pass 0
             it = iter(stopped)
-            head = [int(v) for _, (_, y) in zip(range(k), it) for v in y]
+            head = [int(v) for _, (_, y, _) in zip(range(k), it) for v in y]
             state = stopped.state_dict()  # plain ints: {"epoch": passes begun, "position": k}
             assert all(type(v) is int for v in state.values())
             resumed = fresh(rank, world_size)
@@ -169,6 +171,24 @@ def test_a_diverging_run_stops_at_the_first_nan_loss(tiny_args, run_dir, capsys)
     )
     assert "Traceback" not in err
     for path in run_dir.glob("lightning_logs/**/*.ckpt"):  # none, or only finite ones
+        weights = torch.load(path, weights_only=True)["state_dict"].values()
+        assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
+
+
+def test_a_nan_read_every_few_steps_still_names_the_first_one(tiny_args, capsys, monkeypatch):
+    """The GPU and DDP way: the flag is kept on the device and read every few steps; the stop
+    still names the first non-finite step, and no checkpoint holds non-finite weights."""
+    monkeypatch.setattr(trainer_policy, "FiniteLoss", functools.partial(FiniteLoss, check_every=4))
+    sgd = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e12"]
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["fit", config("mlp"), *tiny_args, *sgd, "--trainer.max_epochs=5"])
+    assert stop.value.code == 2
+    err = flat(capsys.readouterr().err)
+    first, stopped = map(
+        int, re.search(r"not finite at step (\d+).*stopped at step (\d+)", err).groups()
+    )
+    assert first <= stopped < first + 4 + 1 and "checked every 4 steps" in err
+    for path in Path.cwd().glob("lightning_logs/**/*.ckpt"):
         weights = torch.load(path, weights_only=True)["state_dict"].values()
         assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), path
 

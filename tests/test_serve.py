@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import config, enter_run_dir, flat, tiny_options
+from conftest import config, enter_run_dir, flat, predictions_folder, tiny_options
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
 from test_photos import known_image, product_photo
 
 from fashion_lightning import idx, photos
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
 from fashion_lightning.serve import build_server
 
 MAX_UPLOAD_MB = 0.05  # small, so that the over-limit uploads stay small too
@@ -107,7 +107,7 @@ def test_answers_equal_predict_for_the_same_photo_files(
     monkeypatch.chdir(tmp_path)
     cli = cli_main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={photo_dir}",
                     "--trainer.precision=32-true", "--trainer.enable_progress_bar=false"])  # fmt: skip
-    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv", keep_default_na=False)
+    table = pd.read_csv(predictions_folder(cli) / "predictions.csv", keep_default_na=False)
     assert len(table) == N_REAL + 1 and (table["error"] == "").all()
     names = list(idx.CLASS_NAMES)
     for _, row in table.iterrows():

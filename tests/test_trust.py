@@ -9,13 +9,13 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
-from conftest import config
+from conftest import config, predictions_folder
 
 from fashion_lightning import models, serve
 from fashion_lightning.calibration import calibration_error, fit_temperature, reliability
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.module import load_model
 from fashion_lightning.ood import FLAG_RATE, MahalanobisScore, split_head
 from fashion_lightning.trust import TRUST_KEY
 
@@ -103,7 +103,7 @@ def test_an_old_checkpoint_without_trust_works_in_every_command(fitted: Path, ti
     tested = cli_main(["test", *tiny_args, f"--ckpt_path={old}"]).trainer.callback_metrics
     assert tested["test/ece"] == tested["test/ece_uncalibrated"]
     cli = cli_main(["predict", *tiny_args, f"--ckpt_path={old}"])
-    table = pd.read_csv(Path(cli.trainer.log_dir) / "predictions.csv")
+    table = pd.read_csv(predictions_folder(cli) / "predictions.csv")
     assert table["ood_score"].isna().all() and (table["verdict"] == "clothing").all()
     report = cli_main(["report", f"--ckpt_path={old}", f"--out={fitted.parent / 'old_report'}"])
     assert "**uncalibrated**" in (report / "report.md").read_text()

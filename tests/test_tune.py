@@ -18,7 +18,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from fashion_lightning.cli import cli_main, make_cli
+from fashion_lightning.cli import cli_main
+from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.tune import check_params, check_values, read_space, space_beside
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,77 @@
+"""Every private API of Lightning, jsonargparse and torch that the project touches, fenced here.
+
+A private name can move or change in any release, silently. So the project touches each one in
+this module only, and `tests/test_internals.py` checks that each still exists and still behaves as
+relied on: an upgrade that moves one fails there, loudly, instead of changing behaviour somewhere
+else. pyproject.toml pins these libraries below their next minor for the same reason. Where a
+public hook does the job, the project uses that instead.
+"""
+
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _Stateful
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.core.saving import _load_state
+
+# Lightning's protocol for loaders with state_dict/load_state_dict, which it saves in checkpoints.
+Stateful = _Stateful
+
+
+class FencedLightningCLI(LightningCLI):
+    """LightningCLI with its two private steps that the project must change turned into hooks:
+
+    - `_add_subcommands` builds the top-level parser: `add_project_subcommands` lists the
+      project's own commands there too, so one `--help` shows them all;
+    - `_parse_ckpt_path` would parse a checkpoint's hyperparameters over the whole config,
+      overriding the command line: the project makes them defaults instead (see cli.py), so it
+      does nothing here.
+    """
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        self.add_project_subcommands(parser)
+
+    def add_project_subcommands(self, parser: LightningArgumentParser) -> None:
+        """Override to add subcommands with `list_subcommand`."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Checkpoint hyperparameters are made defaults in `parse_arguments` instead."""
+
+    def subcommand_parser(self, name: str) -> LightningArgumentParser:
+        """The parser of Lightning's subcommand `name` (fit, validate, test, predict)."""
+        return self._subcommand_parsers[name]
+
+
+def list_subcommand(parser: LightningArgumentParser, name: str, help: str) -> None:
+    """List `name` with `help` among the top-level parser's subcommands (help only: it is parsed
+    by its own parser elsewhere), or rewrite the help line of one already listed."""
+    action = parser._subcommands_action
+    for choice in action._choices_actions:
+        if choice.dest == name:
+            choice.help = help
+            return
+    listed = LightningArgumentParser(prog=f"{parser.prog} {name}", description=help)
+    action.add_subcommand(name, listed, help=help)
+
+
+def saved_loader_states(checkpoint: dict) -> list[dict]:
+    """The training loaders' states that Lightning stored in a checkpoint (its fit loop's)."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    return fit_loop.get("state_dict", {}).get("combined_loader", [])
+
+
+def model_from_checkpoint(cls: type[LightningModule], checkpoint: dict) -> LightningModule:
+    """Rebuild `cls` from a checkpoint already read into memory, exactly as
+    `cls.load_from_checkpoint(path)` would (hyperparameters through LightningCLI's instantiator,
+    then the weights, strictly), without reading the file a second time."""
+    return _load_state(cls, checkpoint, strict=True)
+
+
+def cpu_bf16_units() -> dict[str, bool]:
+    """Which bfloat16 units the CPU has, as torch's kernels see them."""
+    return {
+        "AMX": torch.cpu._is_amx_tile_supported(),
+        "AVX512-BF16": torch.cpu._is_avx512_bf16_supported(),
+    }

@@ -1,0 +1,190 @@
+"""What a new user hit (issue 16), each pinned by a test that failed before its fix."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import config, flat
+from PIL import Image
+from test_cli import assert_user_error
+
+from fashion_lightning import trainer as trainer_policy
+from fashion_lightning.atomic import atomic_path, writable_problem
+from fashion_lightning.checkpoint import Checkpoint
+from fashion_lightning.cli import cli_main
+from fashion_lightning.precision import resolve_precision
+from fashion_lightning.recipes import recipe_names
+from fashion_lightning.tune import hide_password
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return Checkpoint.read(path).state["state_dict"]
+
+
+def fit(args: list[str]):
+    return cli_main(["fit", config("mlp"), *args])
+
+
+def test_resuming_with_more_epochs_continues_on_a_new_schedule(tiny_args, capsys) -> None:
+    """A finished run (cosine decay to 0) resumed with more epochs: the schedule is rebuilt for
+    the new total, the resumed steps train (lr > 0), and a line says so."""
+    first = fit([*tiny_args, "--trainer.max_epochs=1"])
+    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    before = weights(last)
+    capsys.readouterr()
+    resumed = fit([*tiny_args, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    out = flat(capsys.readouterr().out)
+    assert "Resuming with a learning-rate schedule of 10 steps instead of 5" in out
+    after = weights(Path(resumed.trainer.checkpoint_callback.last_model_path))
+    assert resumed.trainer.global_step == 10
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # lr > 0: it trained
+
+
+@pytest.mark.parametrize(
+    "option", ["--model.optimizer.init_args.lr=-1", "--model.optimizer.init_args.weight_decay=-1"]
+)
+def test_a_setting_the_optimizer_refuses_is_one_paragraph(option, tiny_args, capsys, run_dir):
+    assert_user_error(["fit", config("mlp"), *tiny_args, option], capsys, "--model.optimizer")
+    assert not list((run_dir / "lightning_logs").glob("version_*"))
+
+
+def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.csv") as partial:
+            partial.write_text("a\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.csv").stat().st_mode) == 0o644
+
+
+def test_a_shortened_recipe_says_that_validation_never_ran(tiny_args, capsys) -> None:
+    fit([*tiny_args, "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=2"])
+    out = flat(capsys.readouterr().out)
+    assert "Best checkpoint: none, since validation never ran" in out
+    assert "check_val_every_n_epoch=2, 1 epoch(s) trained" in out
+
+
+def test_lightnings_own_optimizer_options_are_gone(tiny_args, capsys) -> None:
+    assert_user_error(["fit", *tiny_args, "--optimizer=Adam"], capsys, "--optimizer")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--optimizer " not in help_text and "--lr_scheduler" not in help_text
+    assert "--model.optimizer" in help_text
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluation_without_a_checkpoint_says_what_it_needs(subcommand, tiny_args, capsys):
+    assert_user_error([subcommand, *tiny_args], capsys, "needs a checkpoint file", "--ckpt_path")
+
+
+def test_an_unwritable_log_folder_is_refused_up_front_even_for_root(tiny_args, capsys, run_dir):
+    assert writable_problem(Path("/proc/fashion")) is not None  # os.access says yes to root here
+    option = "--trainer.logger.init_args.save_dir"
+    assert_user_error(["fit", config("mlp"), *tiny_args, f"{option}=/proc/fashion"], capsys, option)
+
+
+def test_evaluation_writes_into_the_checkpoints_run_and_no_tensorboard_run(tiny_args, capsys):
+    run = Path(fit(tiny_args).trainer.log_dir)
+    last = run / "checkpoints" / "last.ckpt"
+    hparams = (run / "hparams.yaml").read_text()
+    assert "class_path: fashion_lightning.models.MLP" in hparams and "_instantiator" not in hparams
+    for subcommand in ("validate", "test", "predict"):
+        cli_main([subcommand, f"--ckpt_path={last}", *tiny_args])
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # no version_1
+    assert len(pd.read_csv(run / "predictions.csv")) == 40
+    elsewhere = Path("elsewhere.ckpt")
+    elsewhere.write_bytes(last.read_bytes())
+    capsys.readouterr()
+    cli_main(["predict", f"--ckpt_path={elsewhere}", *tiny_args])
+    assert "writing this command's files to lightning_logs/eval/" in flat(capsys.readouterr().out)
+    assert (Path("lightning_logs") / "eval" / "predictions.csv").is_file()
+
+
+def test_version_recipes_by_name_and_help(tiny_args, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--version"])
+    assert exit_info.value.code == 0 and "0." in capsys.readouterr().out
+    cli = cli_main(["fit", "--config=cnn_fast", *tiny_args, "--trainer.fast_dev_run=true"])
+    assert cli.config.fit.model.net.init_args.channels == [24, 48, 96]
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    fit_help = flat(capsys.readouterr().out)
+    assert all(name in fit_help for name in recipe_names())
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    top = flat(capsys.readouterr().out)
+    assert "Lightning Trainer command line tool" not in top
+    assert "Evaluate a checkpoint (--ckpt_path FILE) on the official test set." in top
+    err = assert_user_error(["fit", "--config=no_such_recipe"], capsys, "no_such_recipe")
+    assert "cnn_fast" in err
+    err = assert_user_error(["fit", "--trainer.max_epochs=x"], capsys, "fit --help")
+    assert "SUBCOMMAND" not in err and "[options]" not in err
+
+
+def test_a_whole_number_limit_is_a_number_of_batches(tiny_args) -> None:
+    cli = fit([*tiny_args, "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"])
+    assert cli.trainer.global_step == 2  # one batch per epoch, not 100%
+    assert cli.trainer.limit_val_batches == 1 and isinstance(cli.trainer.limit_val_batches, int)
+
+
+def test_predict_counts_only_the_photos_it_could_use(tiny_args, capsys, tmp_path) -> None:
+    last = Path(fit(tiny_args).trainer.checkpoint_callback.last_model_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        image = Image.new("L", (40, 50), color=240)
+        image.paste(20 * i, (10, 10, 30, 40))  # a dark garment on a light background
+        image.save(photos / f"ok{i}.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    cli_main(["predict", f"--ckpt_path={last}", f"--data.predict_path={photos}", *tiny_args])
+    assert "Predictions for 3 of 4 photos written" in flat(capsys.readouterr().out)
+
+
+def test_a_database_password_is_never_echoed() -> None:
+    text = "could not connect to postgresql://bob:s3cret@db.example/x"
+    assert "s3cret" not in hide_password(text) and "bob" in hide_password(text)
+
+
+def test_fits_final_test_is_float32_like_test(tiny_args, capsys, monkeypatch) -> None:
+    """With the precision chosen by the hardware (bf16 here, forced), fit's printed test
+    accuracy and loss are exactly what `test --ckpt_path` gives for the same checkpoint."""
+    monkeypatch.setattr(trainer_policy.Capabilities, "detect", classmethod(bf16_machine))
+    chosen = []
+    monkeypatch.setattr(trainer_policy, "resolve_precision", spy(resolve_precision, chosen))
+    args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
+    cli = fit([*args, "--trainer.check_val_every_n_epoch=1"])
+    assert chosen[0][0] == "bf16-mixed"  # trained in bf16; tested in float32
+    fitted = {k: v.item() for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    best = cli.trainer.checkpoint_callback.best_model_path
+    tested = cli_main(["test", f"--ckpt_path={best}", *tiny_args]).trainer.callback_metrics
+    assert fitted == {k: tested[k].item() for k in fitted}
+
+
+def spy(function, calls: list):
+    def wrapper(*args):
+        calls.append(function(*args))
+        return calls[-1]
+
+    return wrapper
+
+
+def bf16_machine(cls):
+    return cls(False, False, "", cpu_avx512_bf16=True, cpu_amx=False, cpu_capability="AVX512")
+
+
+def test_the_console_command_shows_no_adverts_or_library_warnings(run_dir, fake_data_dir) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fashion_lightning", "fit", "--config=mlp", "--trainer.fast_dev_run=1",
+         f"--data.data_dir={fake_data_dir}", "--data.val_size=16", "--trainer.precision=32-true"],
+        capture_output=True, text=True, cwd=run_dir, check=True,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "Tip:" not in output and "LeafSpec" not in output and "args parameter" not in output
