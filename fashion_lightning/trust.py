@@ -3,7 +3,7 @@ module (`TrustedClassifier`) that predict, report, serve and export all run, and
 end of `fit` (`FitTrust`) into the checkpoints.
 
 A checkpoint stores what was fitted under `checkpoint["trust"]` = {"temperature": float,
-"ood": MahalanobisScore state or None}. One written before this existed has no such key: it loads
+"ood": EnergyScore state or None}. One written before this existed has no such key: it loads
 with T = 1 and no ood score (NaN, never flagged), and `report` calls it uncalibrated.
 """
 
@@ -20,12 +20,9 @@ from torch import Tensor, nn
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.calibration import calibration_error, fit_temperature
 from fashion_lightning.data import normalize
-from fashion_lightning.ood import MahalanobisScore, split_head
+from fashion_lightning.ood import EnergyScore, split_head
 
 TRUST_KEY = "trust"
-# Training images whose features fit the class means and covariance: enough for a 512-wide
-# covariance, and a few seconds of inference on 2 CPU cores.
-OOD_FIT_IMAGES = 10_000
 
 
 class TrustedClassifier(nn.Module):
@@ -46,7 +43,7 @@ class TrustedClassifier(nn.Module):
         self.body, self.head = split_head(net)
         self.tta_flip = tta_flip
         self.register_buffer("temperature", torch.tensor(float(temperature)))
-        self.ood = MahalanobisScore(**ood) if ood is not None else None
+        self.ood = EnergyScore(**ood) if ood is not None else None
 
     def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Penultimate features (N, D) and (uncalibrated) logits (N, C)."""
@@ -60,7 +57,7 @@ class TrustedClassifier(nn.Module):
         probs = (logits.float() / self.temperature).softmax(dim=-1)
         if self.ood is None:
             return probs, torch.full_like(probs[:, 0], math.nan)
-        return probs, self.ood(features)
+        return probs, self.ood(logits, self.temperature)
 
 
 def trust_of(model: nn.Module) -> TrustedClassifier:
@@ -70,8 +67,8 @@ def trust_of(model: nn.Module) -> TrustedClassifier:
 
 class FitTrust(Callback):
     """At the end of `fit`: for the best checkpoint and last.ckpt (each with its own weights),
-    fit the temperature on the validation split's final logits and the ood statistics on the
-    penultimate features, and write them into that checkpoint file. The model in memory keeps
+    fit the temperature and the ood threshold on the validation split's final logits, and write
+    them into that checkpoint file. The model in memory keeps
     its weights and gets the values of last.ckpt, which holds the same final weights. Under DDP
     every rank computes its share of the images and the outputs are gathered, so all ranks fit
     the same values; rank 0 writes the files. A fit with no validation keeps T = 1 and no ood
@@ -102,8 +99,7 @@ class FitTrust(Callback):
             rank_zero_info(
                 f"Calibrated {path.name} in {time.perf_counter() - start:.1f} s: T = "
                 f"{trust['temperature']:.3f}, validation ECE {trust['val_ece_before']:.2%} -> "
-                f"{trust['val_ece_after']:.2%}; ood statistics from "
-                f"{min(OOD_FIT_IMAGES, len(splits['train'][1])):,} training images."
+                f"{trust['val_ece_after']:.2%}."
             )
         pl_module.load_state_dict(in_memory)
         set_trust(pl_module, trust or fit_trust(trainer, pl_module, splits))  # or no files
@@ -121,20 +117,16 @@ def checkpoint_files(trainer: L.Trainer) -> list[Path]:
 
 @torch.inference_mode()
 def fit_trust(trainer: L.Trainer, pl_module: L.LightningModule, splits: dict) -> dict:
-    """The temperature and ood statistics of `pl_module`'s current weights, with the validation
+    """The temperature and ood threshold of `pl_module`'s current weights, with the validation
     ECE before and after scaling."""
     was_training = pl_module.training
     pl_module.eval()
     trusted = TrustedClassifier(pl_module.net, pl_module.tta_flip)
     val_images, val_labels = splits["val"]
-    train_images, train_labels = (t[:OOD_FIT_IMAGES] for t in splits["train"])
-    val_features, val_logits = gathered_outputs(trainer, trusted, val_images)
-    train_features, _ = gathered_outputs(trainer, trusted, train_images)
+    val_logits = gathered_outputs(trainer, trusted, val_images)[1]
     pl_module.train(was_training)
     temperature = fit_temperature(val_logits, val_labels)
-    ood = MahalanobisScore.fit(
-        train_features, train_labels, val_features, num_classes=val_logits.shape[-1]
-    )
+    ood = EnergyScore.fit(val_logits, temperature)
     return {
         "temperature": temperature,
         "ood": ood.state(),

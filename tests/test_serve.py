@@ -40,11 +40,13 @@ N_REAL = 6  # real test images sent as photo files
 
 @pytest.fixture(scope="module")
 def checkpoint(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny MLP fitted on the synthetic data (seconds), shared by this file's tests."""
+    """A tiny CNN fitted on the synthetic data (seconds), shared by this file's tests; validated
+    every epoch, so its checkpoint holds a temperature and an ood threshold."""
     folder = tmp_path_factory.mktemp("serve_fit")
     with pytest.MonkeyPatch.context() as patch:
         enter_run_dir(patch, folder)
-        cli = cli_main(["fit", config("mlp"), *tiny_options(fake_data_dir)])
+        every_epoch = "--trainer.check_val_every_n_epoch=1"
+        cli = cli_main(["fit", config("cnn_fast"), *tiny_options(fake_data_dir), every_epoch])
         return Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
 
 

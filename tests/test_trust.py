@@ -78,7 +78,7 @@ def test_fit_writes_the_temperature_and_ood_fit_into_best_and_last(fitted: Path)
         trust = torch.load(path, weights_only=True)[TRUST_KEY]
         assert trust["temperature"] > 0 and trust["temperature"] != 1.0
         assert trust["val_ece_after"] <= trust["val_ece_before"]
-        assert trust["ood"]["means"].shape == (10, 256) and trust["ood"]["threshold"] > 0
+        assert set(trust["ood"]) == {"threshold"} and torch.isfinite(trust["ood"]["threshold"])
     model = load_model(fitted)
     assert model.temperature == torch.load(fitted, weights_only=True)[TRUST_KEY]["temperature"]
 
