@@ -101,17 +101,20 @@ def photo_images(folder: Path) -> None:
             array = getattr(skimage.data, name)()
         except Exception:  # noqa: BLE001 - a sample this version does not bundle
             continue
-        image = Image.fromarray(
-            np.asarray(array, dtype=np.uint8)
-            if array.dtype != bool
-            else (array * 255).astype(np.uint8)
-        )
+        image = Image.fromarray(as_uint8(array))
         image.save(folder / f"{name}.png")
         w, h = image.size
         for k in range(CROPS_PER_PHOTO):
             side = int(min(w, h) * rng.uniform(0.25, 0.6))
             x, y = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
             image.crop((x, y, x + side, y + side)).save(folder / f"{name}_crop{k}.png")
+
+
+def as_uint8(array: np.ndarray) -> np.ndarray:
+    """A sample image as uint8: booleans and floats in [0, 1] (the phantom) scaled to 0..255."""
+    if array.dtype == bool or array.dtype.kind == "f":
+        return (np.asarray(array, dtype=np.float64) * 255).round().clip(0, 255).astype(np.uint8)
+    return np.asarray(array, dtype=np.uint8)
 
 
 def product_images(test: tuple[np.ndarray, np.ndarray], folder: Path) -> None:
@@ -242,8 +245,9 @@ def main() -> None:
             f"AUROC of ood_score, {len(fashion)} Fashion-MNIST vs {len(digits)} digits: {auroc:.4f}"
         )
         for name in ("photos", "products", "fashion", "digits"):
-            flagged = (tables[name]["verdict"] == "not clothing").mean()
-            print(f"flagged not clothing, {name} ({len(tables[name])} files): {flagged:.1%}")
+            usable = tables[name][tables[name]["error"].isna()]  # a file predict could not use
+            flagged = (usable["verdict"] == "not clothing").mean()
+            print(f"flagged not clothing, {name} ({len(usable)} usable files): {flagged:.1%}")
         sets = {name: photos.load_photos(str(root / name)).images for name in makers}
         sets["self-made"] = self_made_ood()
         val = datamodule.splits["val"][0][:, 0].numpy()
