@@ -4,7 +4,6 @@ entry, one `--help` and one error style: a user mistake is one paragraph on stde
 """
 
 import inspect
-import logging
 import sys
 from itertools import islice
 from typing import Any
@@ -52,27 +51,10 @@ def run_command(name: str, args: list[str]) -> Any:
     return function(**parser.parse_args(mine).as_dict(), fit_args=fit_args)
 
 
-class NoTips(logging.Filter):
-    """Drops Lightning's advertisements ("💡 Tip: ... litlogger") from its log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
-
-
-NO_TIPS = NoTips()
-
-
-def quiet_tips() -> None:
-    """Filter Lightning's log handlers (a filter on a logger misses its children's records)."""
-    for handler in logging.getLogger("lightning.pytorch").handlers:
-        handler.addFilter(NO_TIPS)  # once: a filter already there is not added again
-
-
 def cli_main(args: ArgsType = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
     A command of `COMMANDS` runs its function; fit, validate, test and predict run through the
     LightningCLI."""
-    quiet_tips()
     argv = sys.argv[1:] if args is None else args
     try:
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:

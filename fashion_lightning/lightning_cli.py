@@ -8,6 +8,7 @@ status 2 (`cli.cli_main` prints them). `tune` builds its trials' fits here too.
 """
 
 import contextlib
+import logging
 import sys
 import warnings
 from importlib.metadata import version
@@ -142,8 +143,10 @@ class FashionCLI(FencedLightningCLI):
         path = option_value(argv, "--ckpt_path")
         has_config = option_value(argv, "--config", "-c") is not None
         if path in SPECIAL_CKPT_PATHS or (path is None and not has_config):
-            given = f"--ckpt_path {path} only means something inside a `fit` run" if path else (
-                "No --ckpt_path given"
+            given = (
+                f"--ckpt_path {path} only means something inside a `fit` run"
+                if path
+                else ("No --ckpt_path given")
             )
             raise FashionLightningError(
                 f"{given}: `{subcommand}` evaluates a trained model, so it needs a checkpoint "
@@ -230,7 +233,9 @@ class FashionCLI(FencedLightningCLI):
         log_dir = trainer.log_dir if trainer.logger else None
         lines = [test_line(results[0] if results else {}), best_line(trainer, best)]
         if log_dir:
-            lines.append(f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)")
+            lines.append(
+                f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)"
+            )
         announce("\n" + "\n".join(line for line in lines if line))
 
 
@@ -312,9 +317,26 @@ def option_value(argv: list[str], *names: str) -> str | None:
     return value
 
 
+class NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... litlogger") from its log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+NO_TIPS = NoTips()
+
+
+def quiet_tips() -> None:
+    """Filter Lightning's log handlers (a filter on a logger misses its children's records)."""
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(NO_TIPS)  # once: a filter already there is not added again
+
+
 def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
     """The project's LightningCLI; with `run=False` it only builds the model, data and Trainer
     (tune and the benchmarks use this to build the shipped configuration)."""
+    quiet_tips()
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list):
         argv = args = with_recipe_paths(argv)
@@ -345,5 +367,3 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
         args=args,
         run=run,
     )
-
-

@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny synthetic IDX files, a run folder, and the real data when installed."""
+"""Shared fixtures: tiny synthetic IDX files, a run folder, one fitted run per network (fitted
+once a session), and the real data when installed."""
 
 import gzip
+import shutil
 import struct
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fashion_lightning import idx
 from fashion_lightning.callbacks import PredictionWriter
+from fashion_lightning.cli import cli_main
+from fashion_lightning.module import ClassifierModule
 
 N_TRAIN, N_TEST = 96, 40
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -24,6 +30,28 @@ def config(name: str) -> str:
 def flat(text: str) -> str:
     """Text with every run of whitespace as one space: messages are wrapped at 100 columns."""
     return " ".join(text.split())
+
+
+def run_folders(root: Path) -> set[Path]:
+    """Every run folder (lightning_logs/version_N, at any depth) under `root`."""
+    return set(root.glob("**/version_*"))
+
+
+def assert_user_error(args: list[str], capsys: pytest.CaptureFixture, *words: str) -> str:
+    """The CLI refuses `args` as a user's mistake: exit status 2, one paragraph on stderr holding
+    `words`, no traceback, and no new run folder under the working directory (TensorBoard would
+    list it beside the real runs; run the test in its own `run_dir`). Returns the paragraph,
+    whitespace flattened."""
+    before = run_folders(Path.cwd())
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err, err
+    assert run_folders(Path.cwd()) == before, "a run folder was left behind"
+    for word in words:
+        assert word in flat(err), err
+    return flat(err)
 
 
 def scalars(log_dir: str | Path) -> dict[str, list[float]]:
@@ -116,3 +144,87 @@ def tiny_options(data_dir: Path) -> list[str]:
 def real_data_dir() -> Path:
     """The real Fashion-MNIST files (CI installs them; see README for how)."""
     return idx.find_data_dir(download=False)
+
+
+@dataclass(frozen=True)
+class FittedRun:
+    """A finished tiny fit, as later commands see it: the folder it ran in, its run folder
+    (lightning_logs/version_0 there), its best checkpoint, what fit measured (test/acc among them)
+    and the model fit left in memory."""
+
+    cwd: Path
+    run: Path
+    best: Path
+    metrics: dict[str, float]
+    model: ClassifierModule
+
+    def moved_to(self, folder: Path) -> "FittedRun":
+        """A copy of the run under `folder`/lightning_logs/, for a test that writes beside the
+        checkpoint (predict, report, export): the shared run stays as it was for the others."""
+        run = folder / "lightning_logs" / self.run.name
+        shutil.copytree(self.run, run)
+        return replace(self, cwd=folder, run=run, best=run / self.best.relative_to(self.run))
+
+
+# One tiny fit of each network serves every test that needs a checkpoint: mlp, and cnn_fast for
+# the CNN (flip TTA, so export and evaluation meet the averaged path too). Validation every epoch:
+# two val/acc points, and a best checkpoint from the first epoch on.
+SHARED_FIT_OPTIONS = ["--trainer.check_val_every_n_epoch=1"]
+
+
+def listing(folder: Path) -> list[tuple[str, int, int]]:
+    """Every file under `folder` with its size and modification time: what a change would touch."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+@pytest.fixture(scope="session")
+def fit_once(
+    fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], FittedRun]]:
+    """Fit a recipe on the synthetic data at most once a session, each in its own folder. At the
+    end of the session, fail if a test wrote into a shared run (it should use a copy)."""
+    fitted: dict[str, FittedRun] = {}
+    listings: dict[str, list[tuple[str, int, int]]] = {}
+
+    def fit(recipe: str) -> FittedRun:
+        if recipe not in fitted:
+            folder = tmp_path_factory.mktemp(f"fit_{recipe}")
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                enter_run_dir(monkeypatch, folder)
+                options = [*tiny_options(fake_data_dir), *SHARED_FIT_OPTIONS]
+                cli = cli_main(["fit", config(recipe), *options])
+                run = Path(cli.trainer.log_dir).resolve()
+                best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
+            metrics = {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
+            fitted[recipe] = FittedRun(folder.resolve(), run, best, metrics, cli.model)
+            listings[recipe] = listing(folder)
+        return fitted[recipe]
+
+    yield fit
+    for recipe, run in fitted.items():
+        assert listing(run.cwd) == listings[recipe], f"a test wrote into the shared {recipe} fit"
+
+
+@pytest.fixture(scope="session")
+def mlp_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
+    """The session's tiny MLP fit: read it, never write into its folder (see `mlp_run`)."""
+    return fit_once("mlp")
+
+
+@pytest.fixture(scope="session")
+def cnn_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
+    """The session's tiny CNN fit (cnn_fast): read it, never write into its folder."""
+    return fit_once("cnn_fast")
+
+
+@pytest.fixture
+def mlp_run(mlp_fit: FittedRun, run_dir: Path) -> FittedRun:
+    """The session's MLP fit, copied into the test's own run folder."""
+    return mlp_fit.moved_to(run_dir)
+
+
+@pytest.fixture
+def cnn_run(cnn_fit: FittedRun, run_dir: Path) -> FittedRun:
+    """The session's CNN fit, copied into the test's own run folder."""
+    return cnn_fit.moved_to(run_dir)

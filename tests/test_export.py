@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import config
+from conftest import FittedRun
 
 from fashion_lightning import idx
 from fashion_lightning.checkpoint import load_model
@@ -20,12 +20,11 @@ from fashion_lightning.inference import ProbabilityModel
 BATCH_SIZES = (1, 100)
 
 
-@pytest.fixture(params=["mlp", "cnn_fast"])  # cnn_fast: a CNN with flip TTA
-def checkpoint(request, tiny_args: list[str]) -> str:
-    """The best checkpoint of a tiny fit of the recipe."""
-    cli = cli_main(["fit", config(request.param), *tiny_args, "--trainer.max_epochs=1",
-                    "--trainer.check_val_every_n_epoch=1"])  # fmt: skip
-    return cli.trainer.checkpoint_callback.best_model_path
+@pytest.fixture(params=["mlp_fit", "cnn_fit"])  # cnn_fit: a CNN with flip TTA
+def checkpoint(request, run_dir: Path) -> str:
+    """The best checkpoint of a shared tiny fit, copied here: the export is written beside it."""
+    fitted: FittedRun = request.getfixturevalue(request.param)
+    return str(fitted.moved_to(run_dir).best)
 
 
 @pytest.fixture(scope="module")

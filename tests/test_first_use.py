@@ -180,6 +180,7 @@ def bf16_machine(cls):
     return cls(False, False, "", cpu_avx512_bf16=True, cpu_amx=False, cpu_capability="AVX512")
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and Lightning: 6 s on 2 cores
 def test_the_console_command_shows_no_adverts_or_library_warnings(run_dir, fake_data_dir) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "fashion_lightning", "fit", "--config=mlp", "--trainer.fast_dev_run=1",

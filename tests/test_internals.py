@@ -3,15 +3,13 @@ relied on. A failure here after an upgrade names the internal that moved; fix in
 the version pin in pyproject.toml), nothing else."""
 
 import inspect
-from pathlib import Path
 
 import torch
-from conftest import config
+from conftest import FittedRun
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fashion_lightning import internals
 from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.cli import cli_main
 from fashion_lightning.data import TensorBatches
 from fashion_lightning.module import ClassifierModule
 
@@ -37,17 +35,16 @@ def test_list_subcommand_adds_and_rewrites_help_lines(capsys) -> None:
     assert "An extra command." in help_text
 
 
-def test_loader_state_layout_and_stateful_protocol(tiny_args) -> None:
-    assert isinstance(TensorBatches(torch.zeros(4, 1, 28, 28), torch.zeros(4), 2), internals.Stateful)
-    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1"])
-    last = Checkpoint.read(cli.trainer.checkpoint_callback.last_model_path)
+def test_loader_state_layout_and_stateful_protocol(mlp_fit: FittedRun) -> None:
+    batches = TensorBatches(torch.zeros(4, 1, 28, 28), torch.zeros(4), 2)
+    assert isinstance(batches, internals.Stateful)
+    last = Checkpoint.read(mlp_fit.run / "checkpoints" / "last.ckpt")
     (state,) = internals.saved_loader_states(last.state)
-    assert state == {"epoch": 1, "position": 5}  # one pass of 80 training images, batch 16
+    assert state == {"epoch": 2, "position": 5}  # two passes of 80 training images, batch 16
 
 
-def test_model_from_checkpoint_equals_load_from_checkpoint(tiny_args) -> None:
-    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1"])
-    path = Path(cli.trainer.checkpoint_callback.last_model_path)
+def test_model_from_checkpoint_equals_load_from_checkpoint(mlp_fit: FittedRun) -> None:
+    path = mlp_fit.run / "checkpoints" / "last.ckpt"
     ours = Checkpoint.read(path).model().state_dict()
     lightnings = ClassifierModule.load_from_checkpoint(path, map_location="cpu").state_dict()
     assert ours.keys() == lightnings.keys()

@@ -7,7 +7,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import config, flat, synthetic_split
+from conftest import FittedRun, assert_user_error, synthetic_split
 
 from fashion_lightning import plots, reference
 from fashion_lightning.cli import cli_main
@@ -60,11 +60,10 @@ def test_per_class_table_from_a_known_matrix() -> None:
     assert list(table["support"]) == [10, 10]
 
 
-def test_report_writes_every_file(tiny_args: list[str], fake_data_dir: Path, run_dir: Path) -> None:
-    fit = cli_main(["fit", config("cnn"), *tiny_args])
-    ckpt = fit.trainer.checkpoint_callback.best_model_path
+def test_report_writes_every_file(cnn_run: FittedRun, fake_data_dir: Path) -> None:
+    ckpt = cnn_run.best
     out = cli_main(["report", f"--ckpt_path={ckpt}", f"--data_dir={fake_data_dir}"])
-    assert out == Path(fit.trainer.log_dir).resolve() / "report"
+    assert out == cnn_run.run / "report"
     expected = {"samples.png", "confusion_matrix.png", "misclassified.png", "prediction.png",
                 "curves.png", "per_class.csv", "per_class.md", "report.md", "calibration.png"}  # fmt: skip
     assert {p.name for p in out.iterdir()} == expected
@@ -79,8 +78,10 @@ def test_report_writes_every_file(tiny_args: list[str], fake_data_dir: Path, run
     assert again == out and (out / "report.md").is_file()  # a report folder is replaced
 
 
-def test_report_errors_leave_nothing_behind(fitted_ckpt_and_dir, capsys, run_dir: Path) -> None:
-    ckpt, data_dir = fitted_ckpt_and_dir
+def test_report_errors_leave_nothing_behind(
+    mlp_run: FittedRun, fake_data_dir: Path, capsys, run_dir: Path
+) -> None:
+    ckpt = mlp_run.best
     blocker = run_dir / "file.txt"
     blocker.write_text("a file, not a folder")
     (run_dir / "mine").mkdir()
@@ -91,14 +92,7 @@ def test_report_errors_leave_nothing_behind(fitted_ckpt_and_dir, capsys, run_dir
         (["--ckpt_path=missing.ckpt"], "does not exist"),
     ]
     for args, words in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            cli_main(["report", *args, f"--data_dir={data_dir}"])
-        assert exit_info.value.code == 2 and words in flat(capsys.readouterr().err)
+        assert_user_error(["report", *args, f"--data_dir={fake_data_dir}"], capsys, words)
     assert sorted(p.name for p in run_dir.iterdir()) == ["file.txt", "lightning_logs", "mine"]
     assert [p.name for p in (run_dir / "mine").iterdir()] == ["notes.txt"]
-
-
-@pytest.fixture
-def fitted_ckpt_and_dir(tiny_args: list[str], fake_data_dir: Path) -> tuple[str, Path]:
-    fit = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1"])
-    return fit.trainer.checkpoint_callback.best_model_path, fake_data_dir
+    assert not (mlp_run.run / "report").exists()

@@ -1,7 +1,7 @@
 """Precision chosen by the hardware, and an explicit --trainer.precision kept."""
 
 import pytest
-from conftest import config
+from conftest import FittedRun, config
 
 from fashion_lightning.cli import cli_main
 from fashion_lightning.precision import Capabilities, resolve_precision
@@ -54,9 +54,8 @@ def test_an_explicit_precision_wins(tiny_args, precision: str, caplog) -> None:
     assert "Precision:" not in caplog.text
 
 
-def test_evaluation_stays_float32_unless_told(tiny_args) -> None:
+def test_evaluation_stays_float32_unless_told(mlp_run: FittedRun, tiny_args) -> None:
     """validate/test/predict give the numbers report, export and serve give: float32."""
-    fit = cli_main(["fit", config("mlp"), *tiny_args])
     args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
-    best = fit.trainer.checkpoint_callback.best_model_path
-    assert cli_main(["test", f"--ckpt_path={best}", *args]).trainer.precision == "32-true"
+    test = cli_main(["test", f"--ckpt_path={mlp_run.best}", *args])
+    assert test.trainer.precision == "32-true"

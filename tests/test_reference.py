@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import config
+from conftest import FittedRun
 
 from fashion_lightning import reference
-from fashion_lightning.cli import cli_main
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.models import MLP
 
@@ -145,28 +144,21 @@ def test_trains_on_its_own_and_writes_metrics_json(fake_data_dir: Path, tmp_path
     assert metrics["test_acc"] == metrics["history"][-1]["test_acc"] > 0.3
 
 
-@pytest.fixture
-def mlp_checkpoint(tiny_args: list[str]) -> tuple[str, float]:
-    """A tiny Lightning MLP fit: its best checkpoint and the test accuracy Lightning measured."""
-    cli = cli_main(["fit", config("mlp"), *tiny_args])
-    return cli.trainer.checkpoint_callback.best_model_path, cli.trainer.callback_metrics["test/acc"]
-
-
 def test_evaluates_a_lightning_checkpoint_to_the_same_accuracy(
-    mlp_checkpoint, fake_data_dir, capsys
+    mlp_fit: FittedRun, fake_data_dir, capsys
 ) -> None:
-    ckpt, lightning_acc = mlp_checkpoint
-    result = reference.main(["--evaluate-checkpoint", ckpt, "--data-dir", str(fake_data_dir)])
-    assert result["test_acc"] == pytest.approx(lightning_acc.item(), abs=1e-9)
-    assert f"Test accuracy: {lightning_acc.item():.2%}" in capsys.readouterr().out
+    lightning_acc = mlp_fit.metrics["test/acc"]
+    result = reference.main(
+        ["--evaluate-checkpoint", str(mlp_fit.best), "--data-dir", str(fake_data_dir)]
+    )
+    assert result["test_acc"] == pytest.approx(lightning_acc, abs=1e-9)
+    assert f"Test accuracy: {lightning_acc:.2%}" in capsys.readouterr().out
 
 
-def test_refuses_a_cnn_checkpoint_and_other_sizes(mlp_checkpoint, tiny_args, capsys) -> None:
-    cnn = cli_main(["fit", config("cnn"), *tiny_args, "--trainer.max_epochs=1",
-                    "--trainer.check_val_every_n_epoch=1"])  # fmt: skip
+def test_refuses_a_cnn_checkpoint_and_other_sizes(mlp_fit: FittedRun, cnn_fit: FittedRun) -> None:
     cases = [
-        (["--evaluate-checkpoint", cnn.trainer.checkpoint_callback.best_model_path], "CNN"),
-        (["--evaluate-checkpoint", mlp_checkpoint[0], "--hidden", "64"], "hidden sizes [256, 128]"),
+        (["--evaluate-checkpoint", str(cnn_fit.best)], "CNN"),
+        (["--evaluate-checkpoint", str(mlp_fit.best), "--hidden", "64"], "hidden sizes [256, 128]"),
         (["--evaluate-checkpoint", "missing.ckpt"], "does not exist"),
     ]
     for argv, words in cases:

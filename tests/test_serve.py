@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import config, enter_run_dir, flat, predictions_folder, tiny_options
+from conftest import FittedRun, assert_user_error, flat, predictions_folder
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
@@ -39,15 +39,10 @@ N_REAL = 6  # real test images sent as photo files
 
 
 @pytest.fixture(scope="module")
-def checkpoint(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny CNN fitted on the synthetic data (seconds), shared by this file's tests; validated
-    every epoch, so its checkpoint holds a temperature and an ood threshold."""
-    folder = tmp_path_factory.mktemp("serve_fit")
-    with pytest.MonkeyPatch.context() as patch:
-        enter_run_dir(patch, folder)
-        every_epoch = "--trainer.check_val_every_n_epoch=1"
-        cli = cli_main(["fit", config("cnn_fast"), *tiny_options(fake_data_dir), every_epoch])
-        return Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
+def checkpoint(cnn_fit: FittedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny CNN (cnn_fast, validated every epoch, so its checkpoint holds a
+    temperature and an ood threshold), copied for this file's tests (predict writes beside it)."""
+    return cnn_fit.moved_to(tmp_path_factory.mktemp("serve_fit")).best
 
 
 @pytest.fixture(scope="module")
@@ -190,22 +185,16 @@ def test_health_and_the_page_replace_litserves_index(client) -> None:
      (["--ckpt_path=x.ckpt", "--workers=0"], ["workers", "0"])],
 )  # fmt: skip
 def test_serve_option_mistakes_are_one_paragraph(options, words, capsys, run_dir) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["serve", *options])
-    error = flat(capsys.readouterr().err)
-    assert exit_info.value.code == 2 and "Traceback" not in error
-    for word in words:
-        assert word in error, error
+    assert_user_error(["serve", *options], capsys, *words)
 
 
-def test_a_port_in_use_is_one_paragraph(checkpoint: Path, capsys) -> None:
+def test_a_port_in_use_is_one_paragraph(checkpoint: Path, capsys, run_dir) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(SystemExit):
-            cli_main(["serve", f"--ckpt_path={checkpoint}", f"--port={port}"])
-    assert f"--port {port}" in flat(capsys.readouterr().err)
+        args = ["serve", f"--ckpt_path={checkpoint}", f"--port={port}"]
+        assert_user_error(args, capsys, f"--port {port}")
 
 
 # --- A real server: the command itself, on a free port of this machine only --------------------

@@ -9,7 +9,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
-from conftest import config, predictions_folder
+from conftest import FittedRun, predictions_folder
 
 from fashion_lightning import models, serve
 from fashion_lightning.calibration import calibration_error, fit_temperature, reliability
@@ -21,10 +21,10 @@ from fashion_lightning.trust import TRUST_KEY
 
 
 @pytest.fixture
-def fitted(tiny_args: list[str]) -> Path:
-    """A tiny CNN fit with flip TTA (validating every epoch); its best checkpoint."""
-    cli = cli_main(["fit", config("cnn_fast"), *tiny_args, "--trainer.check_val_every_n_epoch=1"])
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
+def fitted(cnn_fit: FittedRun, run_dir: Path) -> Path:
+    """The session's tiny CNN fit with flip TTA (validated every epoch), copied into the test's
+    run folder; its best checkpoint."""
+    return cnn_fit.moved_to(run_dir).best
 
 
 @pytest.mark.parametrize("true_t", [0.5, 2.0])

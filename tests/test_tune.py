@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import config, enter_run_dir, flat, scalars, tiny_options
+from conftest import assert_user_error, config, enter_run_dir, scalars, tiny_options
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -52,8 +52,9 @@ def pruned_study(fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     (folder / "space.yaml").write_text(PRUNING_SPACE)
     with pytest.MonkeyPatch.context() as monkeypatch, redirect_stdout(io.StringIO()) as out:
         enter_run_dir(monkeypatch, folder)
-        cli_main(["tune", config("mlp"), "--space=space.yaml", "--trials=3",
-                  *tiny_options(fake_data_dir)])  # fmt: skip
+        one_epoch = ["--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1"]
+        options = [*tiny_options(fake_data_dir), *one_epoch]  # one validation: enough to prune
+        cli_main(["tune", config("mlp"), "--space=space.yaml", "--trials=3", *options])
     return folder, out.getvalue()
 
 
@@ -134,6 +135,7 @@ def wait_until_fitting(worker: subprocess.Popen, logs: Path) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # a real worker process, killed mid-fit
 def test_rerun_continues_the_study_and_fails_a_killed_trial(tiny_args, run_dir, capsys) -> None:
     worker = start(tune_command(tiny_args, trials=2), run_dir)
     wait_until_fitting(worker, run_dir / "lightning_logs")  # killed mid-fit, between two writes
@@ -149,6 +151,7 @@ def test_rerun_continues_the_study_and_fails_a_killed_trial(tiny_args, run_dir, 
     assert len(load_study(run_dir / "lightning_logs").trials) == 3
 
 
+@pytest.mark.slow  # a second, real worker process
 def test_two_processes_share_one_study(tiny_args: list[str], run_dir: Path) -> None:
     command = tune_command([*tiny_args, "--trainer.max_epochs=1"], trials=4)
     worker = start(command, run_dir)
@@ -209,12 +212,9 @@ def test_bad_input_is_one_paragraph_and_writes_nothing(
     spaces.mkdir()
     for name, (text, _) in BAD_SPACES.items():
         (spaces / f"{name}.yaml").write_text(text)
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["tune", config("mlp"), option.format(tmp=spaces), *tiny_args])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
-    assert message in flat(err)
+    args = ["tune", config("mlp"), option.format(tmp=spaces), *tiny_args]
+    err = assert_user_error(args, capsys, message)
+    assert err.startswith("error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spaces"]  # no lightning_logs/
 
 
