@@ -22,10 +22,12 @@ from fashion_lightning.idx import CLASS_NAMES
 class PredictionWriter(BasePredictionWriter):
     """Writes `predictions.csv` after `predict`, into `folder` (the CLI sets it: the checkpoint's
     run folder). For the test set: one row per image with its index, true label, predicted class,
-    confidence and all class probabilities. For your photos (`--data.predict_path`): one row per
-    file with its name, class name, confidence, probabilities and `error` (why a file could not
-    be used), plus `predictions.png`, the photos beside the 28x28 images the model saw. Under DDP
-    each rank writes `predictions_rank<R>.csv` (and .png) for the images it saw."""
+    confidence, all class probabilities, `ood_score` and `verdict` (`clothing`, or `not clothing`
+    when the ood score is above 1). For your photos (`--data.predict_path`): one row per file
+    with its name, class name, confidence, probabilities, `ood_score`, `verdict` and `error` (why
+    a file could not be used), plus `predictions.png`, the photos beside the 28x28 images the
+    model saw. Under DDP each rank writes `predictions_rank<R>.csv` (and .png) for the images it
+    saw."""
 
     def __init__(self, grid_size: int = 24) -> None:
         super().__init__(write_interval="epoch")
@@ -33,52 +35,63 @@ class PredictionWriter(BasePredictionWriter):
         self.folder = Path(".")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        index, labels, probs = (
-            torch.cat([p[key] for p in predictions]).cpu() for key in ("index", "label", "probs")
+        index, labels, probs, ood = (
+            torch.cat([p[key] for p in predictions]).cpu()
+            for key in ("index", "label", "probs", "ood_score")
         )
         found = getattr(trainer.datamodule, "photos", None)
         rank = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = self.folder / f"predictions{rank}.csv"
         if found is None:
-            table = test_set_table(index, labels, probs.float())
+            table = test_set_table(index, labels, probs.float(), ood.float())
             what = f"{len(table)} images"
         else:
-            table = photo_table(found, index, probs.float())
+            table = photo_table(found, index, probs.float(), ood.float())
             grid = plots.photo_grid(*photo_grid_inputs(found, index, table, self.grid_size))
             plots.save_png(grid, path.with_suffix(".png"))
             failed = int((table["error"] != "").sum())
             what = f"{len(table) - failed} of {len(table)} photos"
         write_atomic_csv(table, path)
-        unusable = f" ({failed} could not be used: see the error column)" if found and failed else ""
+        unusable = (
+            f" ({failed} could not be used: see the error column)" if found and failed else ""
+        )
         print(f"Predictions for {what} written to {path}{unusable}")
 
 
-def probability_table(probs: Tensor) -> pd.DataFrame:
-    """The confidence and one probability column per class."""
+def probability_table(probs: Tensor, ood_scores: Tensor) -> pd.DataFrame:
+    """The confidence, one probability column per class, `ood_score` and `verdict`."""
     table = pd.DataFrame(probs.numpy(), columns=list(CLASS_NAMES))
     table.insert(0, "confidence", probs.max(dim=1).values.numpy())
+    table["ood_score"] = ood_scores.numpy()
+    table["verdict"] = [verdict(s) for s in ood_scores.tolist()]
     return table
 
 
-def test_set_table(indices: Tensor, labels: Tensor, probs: Tensor) -> pd.DataFrame:
-    """Rows of the test set: `index`, `label`, `pred`, `confidence`, one column per class."""
-    table = probability_table(probs)
+def verdict(ood_score: float) -> str:
+    """`not clothing` above the threshold (ood score 1); NaN (no ood fit) is never flagged."""
+    return "not clothing" if ood_score > 1 else "clothing"
+
+
+def test_set_table(indices: Tensor, labels: Tensor, probs: Tensor, ood: Tensor) -> pd.DataFrame:
+    """Rows of the test set: `index`, `label`, `pred`, `confidence`, one column per class,
+    `ood_score`, `verdict`."""
+    table = probability_table(probs, ood)
     table.insert(0, "pred", probs.argmax(dim=1).numpy())
     table.insert(0, "label", labels.numpy())
     table.insert(0, "index", indices.numpy())
     return table
 
 
-def photo_table(found: photos.Photos, indices: Tensor, probs: Tensor) -> pd.DataFrame:
-    """Rows of photos: `file`, `class`, `confidence`, one column per class, `error`; a file that
-    could not be used has only its name and its error."""
+def photo_table(found: photos.Photos, indices: Tensor, probs: Tensor, ood: Tensor) -> pd.DataFrame:
+    """Rows of photos: `file`, `class`, `confidence`, one column per class, `ood_score`,
+    `verdict`, `error`; a file that could not be used has only its name and its error."""
     errors = [found.errors[i] for i in indices.tolist()]
-    table = probability_table(probs)
+    table = probability_table(probs, ood)
     table.insert(0, "class", [CLASS_NAMES[c] for c in probs.argmax(dim=1).tolist()])
     table.insert(0, "file", [found.files[i] for i in indices.tolist()])
     table["error"] = errors
     failed = table["error"] != ""
-    table.loc[failed, ["class", "confidence", *CLASS_NAMES]] = None
+    table.loc[failed, ["class", "confidence", *CLASS_NAMES, "ood_score", "verdict"]] = None
     return table
 
 

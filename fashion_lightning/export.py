@@ -3,8 +3,10 @@ a trained model as one self-contained file that runs without this package.
 
 The exported graph takes uint8 images `(N, 1, 28, 28)` exactly as the data set stores them, does
 the normalization itself, runs the network (averaging an image and its mirror image when the
-checkpoint uses flip test-time augmentation) and returns class probabilities `(N, 10)` float32.
-The batch axis is dynamic. The file is written beside its final name and renamed into place.
+checkpoint uses flip test-time augmentation) and returns two outputs: `probabilities` `(N, 10)`
+float32, temperature-scaled, and `ood_score` `(N,)` float32 (above 1: not clothing; NaN for a
+checkpoint without an ood fit). The batch axis is dynamic. The file is written beside its final
+name and renamed into place.
 """
 
 import warnings
@@ -69,7 +71,7 @@ def write_onnx(model: ProbabilityModel, path: Path) -> None:
         (example_images(),),
         dynamo=True,
         input_names=["images"],
-        output_names=["probabilities"],
+        output_names=["probabilities", "ood_score"],
         dynamic_shapes=({0: batch},),
         verbose=False,
     )

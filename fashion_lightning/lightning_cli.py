@@ -255,7 +255,11 @@ def recipe_name(config: Namespace) -> str | None:
 
 def test_line(metrics: dict[str, float]) -> str:
     acc = metrics.get("test/acc")
-    return f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"
+    line = f"Test accuracy: {acc:.2%}" if acc is not None else "Test accuracy: not measured"
+    if "test/ece" in metrics:  # 15-bin expected calibration error, before and after scaling
+        before, after = metrics["test/ece_uncalibrated"], metrics["test/ece"]
+        line += f"\nTest ECE: {before:.2%} uncalibrated, {after:.2%} calibrated"
+    return line
 
 
 def best_line(trainer: Trainer, best: str) -> str:

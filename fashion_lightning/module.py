@@ -15,11 +15,13 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from fashion_lightning.calibration import ECE_BINS
 from fashion_lightning.data import Batch
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.inference import flip_averaged, probabilities
+from fashion_lightning.trust import TRUST_KEY, set_trust
 
 STAGES = ("train", "val", "test")
 SCHEDULE_NEEDS_LENGTH = (
@@ -83,6 +85,10 @@ class ClassifierModule(L.LightningModule):
         for stage in STAGES:
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
             self.metrics[f"{stage}_loss"] = MeanMetric()
+        # Test-set calibration before and after temperature scaling (fitted at the end of fit).
+        for name in ("test_ece", "test_ece_uncalibrated"):
+            self.metrics[name] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS)
+        set_trust(self, None)  # T = 1 and no ood score until fitted (trust.FitTrust)
 
     def forward(self, x: Tensor) -> Tensor:
         return flip_averaged(self.net, x) if self.tta_flip and not self.training else self.net(x)
@@ -117,7 +123,10 @@ class ClassifierModule(L.LightningModule):
         return self._step(batch, "val")[1].detach()
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "test")[1].detach()
+        logits = self._step(batch, "test")[1].detach().float()
+        self.metrics["test_ece"].update((logits / self.temperature).softmax(-1), batch[1])
+        self.metrics["test_ece_uncalibrated"].update(logits.softmax(-1), batch[1])
+        return logits
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -127,12 +136,26 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        for name in ("test_ece", "test_ece_uncalibrated"):
+            self.log(name.replace("_", "/", 1), self.metrics[name])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The fitted temperature and ood statistics, once fitted (`trust.FitTrust`)."""
+        if self.ood_state is not None:
+            checkpoint[TRUST_KEY] = {"temperature": self.temperature, "ood": self.ood_state}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint without them (written before calibration existed, or by a fit with no
+        validation) loads with T = 1 and no ood score."""
+        set_trust(self, checkpoint.get(TRUST_KEY))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Class probabilities (B, num_classes) of the batch's uint8 images, through the one
-        inference path (`inference.probabilities`), with the samples' labels and indices."""
+        """Calibrated class probabilities (B, num_classes) and ood scores (B,) of the batch's
+        uint8 images, through the one inference path (`inference.probabilities`), with the
+        samples' labels and indices."""
         images, labels, index = batch
-        return {"probs": probabilities(self.net, images, self.tta_flip), "label": labels, "index": index}
+        probs, ood_score = probabilities(self, images)
+        return {"probs": probs, "ood_score": ood_score, "label": labels, "index": index}
 
     def check_optimizer(self, max_epochs: int | None, max_steps: int) -> None:
         """Build the optimizer once, so that torch's refusal of a setting (a negative learning

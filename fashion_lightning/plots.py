@@ -88,8 +88,15 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
         for (i, j), v in np.ndenumerate(values):
             if v:
                 dark = v > 0.6 * values.max()
-                ax.text(j, i, fmt(v), ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    fmt(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                )
         ticks = np.arange(len(class_names))
         ax.set_xticks(ticks, class_names, rotation=45, ha="right")
         ax.set_yticks(ticks, class_names)
@@ -120,8 +127,10 @@ def misclassified_grid(
         ax.axis("off")
     for ax, i in zip(axes.flat, worst):
         ax.imshow(images[i], cmap=IMAGE_CMAP, vmin=0, vmax=255)
-        ax.set_title(f"true: {class_names[labels[i]]}\npred: {class_names[preds[i]]} "
-                     f"({confidence[i]:.0%})", fontsize=9)  # fmt: skip
+        ax.set_title(
+            f"true: {class_names[labels[i]]}\npred: {class_names[preds[i]]} ({confidence[i]:.0%})",
+            fontsize=9,
+        )
     fig.suptitle(
         title or f"Most confident mistakes ({len(wrong):,} of {len(labels):,} images wrong)"
     )
@@ -261,3 +270,44 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def reliability_diagram(bins: dict[str, tuple[np.ndarray, ...]], eces: dict[str, float]) -> Figure:
+    """Accuracy against confidence per bin, one panel per curve of `bins` (name -> mean
+    confidence, accuracy, count per bin, as `calibration.reliability` gives): bars on the
+    diagonal are calibrated, below it over-confident, above it under-confident."""
+    fig, axes = plt.subplots(1, len(bins), figsize=(4.2 * len(bins), 4.2), squeeze=False)
+    for ax, (name, (confidence, accuracy, count)) in zip(axes[0], bins.items()):
+        edges = np.linspace(0, 1, len(count) + 1)
+        filled = count > 0
+        ax.bar(
+            edges[:-1][filled],
+            accuracy[filled],
+            width=np.diff(edges)[filled],
+            align="edge",
+            color=TRAIN,
+            edgecolor="white",
+            label="accuracy",
+        )
+        ax.plot(confidence[filled], confidence[filled], "o", color=EVAL, ms=3, label="confidence")
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+        ax.set_title(f"{name}: ECE {eces[name]:.2%}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def corruption_examples(examples: dict[str, np.ndarray], captions: dict[str, str]) -> Figure:
+    """One image per corruption (name -> (28, 28) uint8), captioned (e.g. with its accuracy)."""
+    cols = 5
+    rows = -(-len(examples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, image) in zip(axes.flat, examples.items()):
+        ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
+        ax.set_title(f"{name}\n{captions[name]}", fontsize=8)
+    fig.suptitle("Corruptions at the strongest severity, with the test accuracy under them")
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ exactly as for `predict --data.predict_path`. An unusable upload gets a 4xx stat
 
 import base64
 import io
+import math
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 
 from fashion_lightning import photos
+from fashion_lightning.callbacks import verdict
 from fashion_lightning.checkpoint import load_model
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.idx import CLASS_NAMES
@@ -80,16 +82,16 @@ class PhotoClassifierAPI(ls.LitAPI):
             raise HTTPException(422, f"{upload.filename or 'The upload'}: {e}.") from None
         return image, request.get("return_image") in ("1", "true")
 
-    def predict(self, x: tuple[np.ndarray, bool]) -> tuple[torch.Tensor, np.ndarray | None]:
+    def predict(self, x: tuple[np.ndarray, bool]) -> tuple[torch.Tensor, float, np.ndarray | None]:
         image, return_image = x
         batch = torch.from_numpy(image)[None, None].to(self.device)  # (1, 1, 28, 28) uint8
         with torch.inference_mode():
-            probabilities = self.model(batch)[0].cpu()  # (10,)
-        return probabilities, image if return_image else None
+            probabilities, ood_score = self.model(batch)
+        return probabilities[0].cpu(), float(ood_score[0]), image if return_image else None
 
-    def encode_response(self, output: tuple[torch.Tensor, np.ndarray | None]) -> dict:
-        probabilities, image = output
-        answer = prediction(probabilities.tolist())
+    def encode_response(self, output: tuple[torch.Tensor, float, np.ndarray | None]) -> dict:
+        probabilities, ood_score, image = output
+        answer = prediction(probabilities.tolist(), ood_score)
         if image is not None:
             answer["model_input_png"] = png_base64(image)
         return answer
@@ -111,13 +113,16 @@ class MultipartOnly:
         await self.app(scope, receive, send)
 
 
-def prediction(probabilities: list[float]) -> dict:
-    """The answer's JSON: the most probable class, its probability and every class's."""
+def prediction(probabilities: list[float], ood_score: float) -> dict:
+    """The answer's JSON: the most probable class, its probability and every class's, the ood
+    score (null when the checkpoint has no ood fit) and the verdict."""
     best = int(np.argmax(probabilities))
     return {
         "class": CLASS_NAMES[best],
         "confidence": probabilities[best],
         "probabilities": dict(zip(CLASS_NAMES, probabilities)),
+        "ood_score": None if math.isnan(ood_score) else ood_score,
+        "verdict": verdict(ood_score),
     }
 
 

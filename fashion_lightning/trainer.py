@@ -12,6 +12,7 @@ from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.resilience import ExactResume, FiniteLoss
 from fashion_lightning.run_status import RunStatus
+from fashion_lightning.trust import FitTrust
 
 
 def trainer_defaults() -> dict:
@@ -37,6 +38,7 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
         ExactResume(),
         FiniteLoss(),
         RunStatus(recipe),
+        FitTrust(),  # after ModelCheckpoint and LastCheckpoint have written their files
     ]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks.append(

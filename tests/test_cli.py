@@ -382,7 +382,15 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(mlp_run: FittedRun, 
     run = predictions_folder(cli)
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     names = list(FashionMNISTDataModule.class_names)
-    assert list(table.columns) == ["file", "class", "confidence", *names, "error"]
+    assert list(table.columns) == [
+        "file",
+        "class",
+        "confidence",
+        *names,
+        "ood_score",
+        "verdict",
+        "error",
+    ]
     assert [Path(f).name for f in table["file"]] == ["0.png", "1.jpg", "2.webp", "3.png"]
     assert list(table["error"] != "") == [False, False, False, True]
     good = table[table["error"] == ""]

@@ -1,4 +1,5 @@
-"""Exported models (ONNX, TorchScript) give the checkpoint's probabilities on real test images."""
+"""Exported models (ONNX, TorchScript) give the checkpoint's calibrated probabilities and ood
+scores on real test images."""
 
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import normalize
 from fashion_lightning.export import SUFFIXES
+from fashion_lightning.inference import ProbabilityModel
 
 BATCH_SIZES = (1, 100)
 
@@ -33,19 +35,26 @@ def test_images(real_data_dir: Path) -> np.ndarray:
 
 @torch.no_grad()
 def expected_probs(ckpt_path: str, images: np.ndarray) -> np.ndarray:
+    """The checkpoint's probabilities computed from its LightningModule: logits / T, softmax."""
     model = load_model(ckpt_path)
-    return model(normalize(torch.from_numpy(images))).softmax(dim=-1).numpy()
+    return (model(normalize(torch.from_numpy(images))) / model.temperature).softmax(-1).numpy()
 
 
-def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+@torch.no_grad()
+def expected_ood(ckpt_path: str, images: np.ndarray) -> np.ndarray:
+    return ProbabilityModel(load_model(ckpt_path))(torch.from_numpy(images))[1].numpy()
+
+
+def run_onnx(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "ood_score"]
+    return tuple(session.run(None, {session.get_inputs()[0].name: images}))
 
 
-def run_torchscript(path: Path, images: np.ndarray) -> np.ndarray:
+def run_torchscript(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; it is still how it loads
         warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated")
-        return torch.jit.load(str(path))(torch.from_numpy(images)).numpy()
+        return tuple(t.numpy() for t in torch.jit.load(str(path))(torch.from_numpy(images)))
 
 
 @pytest.mark.parametrize(("fmt", "run"), [("onnx", run_onnx), ("torchscript", run_torchscript)])
@@ -55,7 +64,9 @@ def test_export_matches_the_checkpoint(fmt, run, checkpoint: str, test_images) -
     assert not list(out.parent.glob(".*partial"))
     for n in BATCH_SIZES:
         images = test_images[:n]
-        got, want = run(out, images), expected_probs(checkpoint, images)
+        (got, ood), want = run(out, images), expected_probs(checkpoint, images)
         assert got.shape == (n, 10) and got.dtype == np.float32
         assert np.abs(got - want).max() <= 1e-5
         assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+        assert ood.shape == (n,) and np.isfinite(ood).all()  # the fit wrote an ood fit
+        assert np.abs(ood - expected_ood(checkpoint, images)).max() <= 1e-4 * ood.max()

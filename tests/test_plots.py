@@ -65,7 +65,7 @@ def test_report_writes_every_file(cnn_run: FittedRun, fake_data_dir: Path) -> No
     out = cli_main(["report", f"--ckpt_path={ckpt}", f"--data_dir={fake_data_dir}"])
     assert out == cnn_run.run / "report"
     expected = {"samples.png", "confusion_matrix.png", "misclassified.png", "prediction.png",
-                "curves.png", "per_class.csv", "per_class.md", "report.md"}  # fmt: skip
+                "curves.png", "per_class.csv", "per_class.md", "report.md", "calibration.png"}  # fmt: skip
     assert {p.name for p in out.iterdir()} == expected
     table = pd.read_csv(out / "per_class.csv", index_col="class")
     assert list(table.index) == list(CLASS_NAMES) and table["support"].sum() == 40

@@ -5,11 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 from conftest import config, scalars
 
 from fashion_lightning import reference
+from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
+from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.trust import TRUST_KEY, fit_trust
 
 pytestmark = pytest.mark.slow
 # float32 on every CPU: the NumPy reference and one-process evaluations are compared to 1e-4.
@@ -50,6 +55,16 @@ def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_d
     assert test["test/acc"].item() == pytest.approx(logged["test/acc"][-1], abs=1e-6)
     assert val["val/acc"].item() == pytest.approx(max(logged["val/acc"]), abs=1e-6)
     assert test["test/acc"] > 0.8
+    # The temperature and ood fit, from the two ranks' gathered outputs, equal one process's.
+    written = torch.load(best, weights_only=True)[TRUST_KEY]
+    datamodule = FashionMNISTDataModule.load_from_checkpoint(best)
+    datamodule.load()
+    one_process = L.Trainer(accelerator="cpu", devices=1, logger=False)
+    alone = fit_trust(one_process, load_model(best), datamodule.splits)
+    assert written["temperature"] == pytest.approx(alone["temperature"], rel=1e-4)
+    assert written["ood"]["threshold"].item() == pytest.approx(
+        alone["ood"]["threshold"].item(), rel=1e-4
+    )
 
 
 def test_product_photos_keep_the_accuracy_of_the_stored_images(real_data_dir, run_dir) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FittedRun, assert_user_error, predictions_folder
+from conftest import FittedRun, assert_user_error, flat, predictions_folder
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
@@ -39,9 +39,10 @@ N_REAL = 6  # real test images sent as photo files
 
 
 @pytest.fixture(scope="module")
-def checkpoint(mlp_fit: FittedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's tiny MLP, copied for this file's tests (predict writes beside it)."""
-    return mlp_fit.moved_to(tmp_path_factory.mktemp("serve_fit")).best
+def checkpoint(cnn_fit: FittedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny CNN (cnn_fast, validated every epoch, so its checkpoint holds a
+    temperature and an ood threshold), copied for this file's tests (predict writes beside it)."""
+    return cnn_fit.moved_to(tmp_path_factory.mktemp("serve_fit")).best
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +87,15 @@ def post_photo(client, path: Path, **fields: str) -> httpx2.Response:
         return client.post("/predict", files={"file": (path.name, file)}, data=fields, timeout=60)
 
 
-def expected_answers(checkpoint: Path, folder: Path) -> dict[str, dict]:
-    """What the model says of each photo, computed directly: the reference for the live server."""
+def expected_answers(checkpoint: Path, folder: Path) -> tuple[dict, dict]:
+    """What the model says of each photo, computed directly: the reference for the live server.
+    Probabilities and ood scores by file name."""
     found = photos.load_photos(str(folder))
     model = ProbabilityModel(load_model(checkpoint))
     with torch.no_grad():
-        probabilities = model(torch.from_numpy(found.images)[:, None]).numpy()
-    return {Path(f).name: p for f, p in zip(found.files, probabilities)}
+        probabilities, scores = model(torch.from_numpy(found.images)[:, None])
+    names = [Path(f).name for f in found.files]
+    return dict(zip(names, probabilities.numpy())), dict(zip(names, scores.tolist()))
 
 
 def test_answers_equal_predict_for_the_same_photo_files(
@@ -113,6 +116,8 @@ def test_answers_equal_predict_for_the_same_photo_files(
         got = np.array(list(body["probabilities"].values()))
         assert np.abs(got - row[names].to_numpy(dtype=float)).max() < 1e-5
         assert body["confidence"] == pytest.approx(got.max())
+        assert body["ood_score"] == pytest.approx(row["ood_score"], rel=1e-4)
+        assert body["verdict"] == row["verdict"]
         assert "model_input_png" not in body  # only when asked for
 
 
@@ -245,7 +250,7 @@ def group_ends(pgid: int, timeout: float) -> bool:
 def test_200_requests_8_at_a_time_are_all_answered_correctly(
     live_server: str, checkpoint: Path, photo_dir: Path
 ) -> None:
-    expected = expected_answers(checkpoint, photo_dir)
+    expected = expected_answers(checkpoint, photo_dir)[0]
     files = sorted(photo_dir.iterdir())
     jobs = [files[i % len(files)] for i in range(200)]
 
@@ -299,7 +304,7 @@ def test_the_page_shows_the_class_of_a_chosen_photo(
     from selenium.webdriver.support.ui import WebDriverWait
 
     photo = photo_dir / "product.jpg"
-    wanted = idx.CLASS_NAMES[int(expected_answers(checkpoint, photo_dir)[photo.name].argmax())]
+    wanted = idx.CLASS_NAMES[int(expected_answers(checkpoint, photo_dir)[0][photo.name].argmax())]
     (tmp_path / "notes.jpg").write_text("not an image")
     browser.get(f"{live_server}/")
     chooser = browser.find_element(By.ID, "file")
@@ -316,3 +321,26 @@ def test_the_page_shows_the_class_of_a_chosen_photo(
     assert browser.execute_script("return document.getElementById('photo').naturalWidth") > 28
     screenshot = tmp_path / "serve_page.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
+
+
+@pytest.mark.slow  # a real server and a real browser
+def test_the_page_says_not_clothing_for_a_cat_photo(
+    live_server: str, browser, checkpoint: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from skimage.data import chelsea  # a cat, bundled with scikit-image
+
+    cat = tmp_path / "cat.jpg"
+    Image.fromarray(chelsea()).save(cat, quality=90)
+    assert expected_answers(checkpoint, tmp_path)[1]["cat.jpg"] > 1  # the model's own verdict
+    browser.get(f"{live_server}/")
+    browser.find_element(By.ID, "file").send_keys(str(cat))
+    verdict = WebDriverWait(browser, 60).until(
+        lambda b: b.find_element(By.ID, "verdict").is_displayed() or None
+    )
+    assert verdict and "does not look like a clothing photo" in flat(
+        browser.find_element(By.ID, "verdict").text
+    )
+    assert not browser.find_element(By.ID, "answer").is_displayed()  # no winner
+    assert browser.find_elements(By.CSS_SELECTOR, "#bars-box.ood .bar")  # greyed guesses
