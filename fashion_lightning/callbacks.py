@@ -164,8 +164,11 @@ class TensorBoardImages(Callback):
         probs = outputs.float().softmax(dim=-1)
         wrong = probs.argmax(dim=-1) != labels
         self.seen += len(labels)
-        found = {"images": FashionMNISTDataModule.to_uint8(images[wrong, 0]),
-                 "labels": labels[wrong], "probs": probs[wrong]}  # fmt: skip
+        found = {
+            "images": FashionMNISTDataModule.to_uint8(images[wrong, 0]),
+            "labels": labels[wrong],
+            "probs": probs[wrong],
+        }
         merged = {
             k: torch.cat([self.mistakes[k], v]) if self.mistakes else v for k, v in found.items()
         }
@@ -194,11 +197,17 @@ class TensorBoardImages(Callback):
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger):
             return
-        params = {"model": init_arguments(pl_module.hparams), "seed": os.environ.get("PL_GLOBAL_SEED")}
+        params = {
+            "model": init_arguments(pl_module.hparams),
+            "seed": os.environ.get("PL_GLOBAL_SEED"),
+        }
         if trainer.datamodule is not None:
             params["data"] = init_arguments(trainer.datamodule.hparams)
-        metrics = {f"hp/{k.replace('/', '_')}": v.item() for k, v in trainer.callback_metrics.items()
-                   if k.startswith("test/")}  # fmt: skip
+        metrics = {
+            f"hp/{k.replace('/', '_')}": v.item()
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("test/")
+        }
         checkpoint = trainer.checkpoint_callback  # after fit: what validation chose, beside test
         if checkpoint is not None and checkpoint.best_model_score is not None:
             metrics["hp/val_acc"] = float(checkpoint.best_model_score)

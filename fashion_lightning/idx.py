@@ -21,9 +21,17 @@ import numpy as np
 from fashion_lightning.errors import FashionLightningError, paragraph
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 28
 

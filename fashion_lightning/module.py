@@ -62,8 +62,10 @@ class ClassifierModule(L.LightningModule):
                 and its mirror image (costs a second forward pass; use with flip-trained nets).
         """
         super().__init__()
-        for name, value, high in (("warmup_fraction", warmup_fraction, 1.0),
-                                  ("label_smoothing", label_smoothing, 0.999)):  # fmt: skip
+        for name, value, high in (
+            ("warmup_fraction", warmup_fraction, 1.0),
+            ("label_smoothing", label_smoothing, 0.999),
+        ):
             if not 0.0 <= value <= high:
                 raise FashionLightningError(
                     f"--model.{name} is {value}; it must lie between 0 and {high:g}."

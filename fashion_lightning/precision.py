@@ -50,9 +50,10 @@ def resolve_precision(accelerator: str, caps: Capabilities) -> tuple[str, str]:
         return "32-true", "mixed precision is chosen automatically only on CPUs and CUDA GPUs"
     if caps.cpu_amx or caps.cpu_avx512_bf16:
         units = ", ".join(
-            name for name, has in (("AMX", caps.cpu_amx), ("AVX512-BF16", caps.cpu_avx512_bf16))
+            name
+            for name, has in (("AMX", caps.cpu_amx), ("AVX512-BF16", caps.cpu_avx512_bf16))
             if has
-        )  # fmt: skip
+        )
         return "bf16-mixed", f"this CPU computes bfloat16 natively ({units})"
     return "32-true", (
         f"this CPU ({caps.cpu_capability}) has no bfloat16 units, so bf16 would be emulated "

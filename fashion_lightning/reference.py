@@ -312,10 +312,20 @@ def train(args: argparse.Namespace) -> dict:
             fit = train_epoch(net, optimizer, x_train, y_train, args.batch_size, rng, progress)
         seconds = time.perf_counter() - start
         test = evaluate(net, x_test, y_test)
-        history.append({"epoch": epoch, "train_loss": fit["loss"], "train_acc": fit["acc"],
-                        "test_loss": test["loss"], "test_acc": test["acc"], "seconds": seconds})  # fmt: skip
-        print(f"epoch {epoch:3d}  train loss {fit['loss']:.4f} acc {fit['acc']:.2%}  "
-              f"test loss {test['loss']:.4f} acc {test['acc']:.2%}  ({seconds:.1f} s)")  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": fit["loss"],
+                "train_acc": fit["acc"],
+                "test_loss": test["loss"],
+                "test_acc": test["acc"],
+                "seconds": seconds,
+            }
+        )
+        print(
+            f"epoch {epoch:3d}  train loss {fit['loss']:.4f} acc {fit['acc']:.2%}  "
+            f"test loss {test['loss']:.4f} acc {test['acc']:.2%}  ({seconds:.1f} s)"
+        )
     print(f"Test accuracy: {history[-1]['test_acc']:.2%}")
     return {"config": vars(args), "history": history, "test_acc": history[-1]["test_acc"]}
 
@@ -334,8 +344,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     folder = idx.find_data_dir(args.data_dir, download=False)
     test = evaluate(net, *load_inputs(folder, "test", np.float64))
     print(f"Test accuracy: {test['acc']:.2%}  (NumPy reference, {args.evaluate_checkpoint})")
-    return {"checkpoint": str(args.evaluate_checkpoint), "test_acc": test["acc"],
-            "test_loss": test["loss"]}  # fmt: skip
+    return {
+        "checkpoint": str(args.evaluate_checkpoint),
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+    }
 
 
 def write_json(data: dict, path: Path) -> None:

@@ -144,8 +144,11 @@ class LastCheckpoint(Callback):
             raise KeyboardInterrupt  # the user insists
         self.received = max(self.received, signum)
         name = signal.Signals(signum).name
-        print(f"\n{name} received: stopping after this batch, once last.ckpt is written.",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"\n{name} received: stopping after this batch, once last.ckpt is written.",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Replaces Lightning's SIGTERM handler (which exits 0, and under DDP broadcasts from

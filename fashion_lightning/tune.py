@@ -214,8 +214,10 @@ def check_param(where: str, param: Param) -> None:
 def check_values(search: SearchSpace, parser: ArgumentParser, fit_args: list[str]) -> None:
     """Both ends of every range and every choice are values fit accepts (types, a network's
     arguments): checked by parsing, before any trial runs or anything is written."""
-    candidates = [(key, [p.low, p.high] if p.choices is None else p.choices)
-                  for key, p in search.params.items()]  # fmt: skip
+    candidates = [
+        (key, [p.low, p.high] if p.choices is None else p.choices)
+        for key, p in search.params.items()
+    ]
     parser.exit_on_error = False  # raise instead of printing: the message names the space file
     for i in range(max(len(values) for _, values in candidates)):
         overrides = [f"--{key}={json.dumps(values[i % len(values)])}" for key, values in candidates]
@@ -295,8 +297,10 @@ def sample(trial: optuna.Trial, search: SearchSpace) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, p in search.params.items():
         if p.choices is not None:
-            plain = [c if c is None or isinstance(c, bool | int | float | str) else json.dumps(c)
-                     for c in p.choices]  # fmt: skip
+            plain = [
+                c if c is None or isinstance(c, bool | int | float | str) else json.dumps(c)
+                for c in p.choices
+            ]
             value = trial.suggest_categorical(key, plain)
             values[key] = json.loads(value) if value not in p.choices else value
         elif all(isinstance(x, int) and not isinstance(x, bool) for x in (p.low, p.high)):
@@ -333,8 +337,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     )
     if table.empty:
         return table
-    table = table.rename(columns={"value": MONITOR, "user_attrs_seed": "seed",
-                                  "user_attrs_run_dir": "run_dir"})  # fmt: skip
+    table = table.rename(
+        columns={"value": MONITOR, "user_attrs_seed": "seed", "user_attrs_run_dir": "run_dir"}
+    )
     table["duration"] = table["duration"].dt.total_seconds().round(1)
     return table.drop(columns=[c for c in table.columns if c.startswith("user_attrs_")])
 

@@ -72,8 +72,10 @@ def main() -> None:
         "DataModule, normalized": best_epoch_seconds(datamodule_epoch(augment=False)),
         "DataModule, normalized + crop + flip": best_epoch_seconds(datamodule_epoch(augment=True)),
     }
-    print(f"One epoch of training batches (batch {BATCH}), best of 3, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"One epoch of training batches (batch {BATCH}), best of 3, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"| {'loader':<50} | seconds | speed-up vs torchvision |")
     print(f"|{'-' * 52}|---------|-------------------------|")
     for name, seconds in rows.items():

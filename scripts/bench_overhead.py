@@ -44,9 +44,13 @@ class StepTimer(L.Callback):
 
 
 def lightning_epoch(batch_size: int, folder: str) -> float:
-    args = [f"--config={CONFIG}", f"--data.batch_size={batch_size}",
-            f"--trainer.max_epochs={EPOCHS}", f"--trainer.logger.init_args.save_dir={folder}",
-            "--trainer.precision=32-true"]  # fmt: skip  # as the plain loop, on any CPU
+    args = [
+        f"--config={CONFIG}",
+        f"--data.batch_size={batch_size}",
+        f"--trainer.max_epochs={EPOCHS}",
+        f"--trainer.logger.init_args.save_dir={folder}",
+        "--trainer.precision=32-true",
+    ]  # as the plain loop, on any CPU
     sys.argv = ["fashion_lightning"]
     cli = make_cli(args, run=False)
     timer = StepTimer()
@@ -85,8 +89,10 @@ def main() -> None:
             plain = plain_epoch(batch_size)
             lightning = lightning_epoch(batch_size, folder)
             rows.append((batch_size, plain, lightning))
-    print(f"\nMLP 784-256-128-10, {EPOCHS} epochs (median of the last {EPOCHS - 1}), "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"\nMLP 784-256-128-10, {EPOCHS} epochs (median of the last {EPOCHS - 1}), "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| batch | plain loop s/epoch | Lightning as shipped s/epoch | Lightning / plain |")
     print("|------:|-------------------:|-----------------------------:|------------------:|")
     for batch_size, plain, lightning in rows:

@@ -34,8 +34,17 @@ def sklearn_mlp(data, epochs: int) -> tuple[float, float]:
     from sklearn.neural_network import MLPClassifier
 
     (x, y), (x_test, y_test) = data
-    clf = MLPClassifier(HIDDEN, solver="adam", alpha=0.0, batch_size=BATCH, learning_rate_init=LR,
-                        max_iter=epochs, n_iter_no_change=epochs + 1, tol=0, random_state=0)  # fmt: skip
+    clf = MLPClassifier(
+        HIDDEN,
+        solver="adam",
+        alpha=0.0,
+        batch_size=BATCH,
+        learning_rate_init=LR,
+        max_iter=epochs,
+        n_iter_no_change=epochs + 1,
+        tol=0,
+        random_state=0,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # it stops at max_iter on purpose
@@ -74,9 +83,11 @@ def main() -> None:
     folder = idx.find_data_dir(download=False)
     data = (reference.load_inputs(folder, "train"), reference.load_inputs(folder, "test"))
     rows = {}
-    for name, run in (("NumPy reference (float32)", numpy_reference),
-                      ("scikit-learn MLPClassifier", sklearn_mlp),
-                      ("PyTorch plain loop", torch_loop)):  # fmt: skip
+    for name, run in (
+        ("NumPy reference (float32)", numpy_reference),
+        ("scikit-learn MLPClassifier", sklearn_mlp),
+        ("PyTorch plain loop", torch_loop),
+    ):
         rows[name] = run(data, epochs)
         print(f"  {name}: {rows[name][0]:.2f} s/epoch, test acc {rows[name][1]:.2%}", flush=True)
     ours = rows["NumPy reference (float32)"][0]

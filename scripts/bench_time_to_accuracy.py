@@ -107,8 +107,11 @@ class TestClock(L.Callback):
 def run_recipe(name: str, folder: str, precision: str | None, epochs: int | None) -> dict:
     """Fit the recipe, then test its best checkpoint as `fit` does; times and accuracies."""
     sys.argv = ["fashion_lightning"]
-    args = [f"--config={CONFIGS / name}.yaml", f"--trainer.logger.init_args.save_dir={folder}",
-            "--trainer.enable_progress_bar=false"]  # fmt: skip
+    args = [
+        f"--config={CONFIGS / name}.yaml",
+        f"--trainer.logger.init_args.save_dir={folder}",
+        "--trainer.enable_progress_bar=false",
+    ]
     args += [f"--trainer.precision={precision}"] if precision else []
     args += [f"--trainer.max_epochs={epochs}"] if epochs else []
     cli = make_cli(args, run=False)
@@ -121,9 +124,16 @@ def run_recipe(name: str, folder: str, precision: str | None, epochs: int | None
     cli.after_fit()  # the final test, exactly as `fit` runs it
     test_seconds = time.perf_counter() - start
     acc = cli.trainer.callback_metrics["test/acc"].item()
-    return {"name": name, "precision": str(cli.trainer.precision), "curve": clock.curve,
-            "fit": fit_seconds, "test": test_seconds, "acc": acc,
-            "gflop_epoch": gflop, "gflops": gflop * len(clock.curve) / fit_seconds}  # fmt: skip
+    return {
+        "name": name,
+        "precision": str(cli.trainer.precision),
+        "curve": clock.curve,
+        "fit": fit_seconds,
+        "test": test_seconds,
+        "acc": acc,
+        "gflop_epoch": gflop,
+        "gflops": gflop * len(clock.curve) / fit_seconds,
+    }
 
 
 class TutorialCNN(nn.Module):
@@ -170,8 +180,18 @@ def time_to(curve: list[tuple[float, float]], threshold: float) -> str:
 
 def print_table(runs: list[dict], unit: float, tutorial_gflop: float) -> None:
     print(f"\nOne tutorial epoch (float32): {unit:.1f} s, {tutorial_gflop / unit:.0f} GFLOP/s")
-    header = ["recipe", "precision", "epochs", "GFLOP/epoch", "GFLOP/s", "fit", "fit + test",
-              "test acc", "time (tutorial epochs)", "target"]  # fmt: skip
+    header = [
+        "recipe",
+        "precision",
+        "epochs",
+        "GFLOP/epoch",
+        "GFLOP/s",
+        "fit",
+        "fit + test",
+        "test acc",
+        "time (tutorial epochs)",
+        "target",
+    ]
     header += [f"to {t:.1%}" for t in THRESHOLDS]
     print("| " + " | ".join(header) + " |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(THRESHOLDS))
@@ -179,11 +199,19 @@ def print_table(runs: list[dict], unit: float, tutorial_gflop: float) -> None:
         acc_target, time_target, covers = TARGETS[r["name"]]
         seconds = r["fit"] + (r["test"] if covers == "fit + test" else 0.0)
         met = "met" if r["acc"] >= acc_target and seconds / unit <= time_target else "NOT met"
-        cells = [f"configs/{r['name']}.yaml", r["precision"], str(len(r["curve"])),
-                 f"{r['gflop_epoch']:.0f}", f"{r['gflops']:.0f}", f"{r['fit']:.1f} s",
-                 f"{r['fit'] + r['test']:.1f} s", f"{r['acc']:.2%}", f"{seconds / unit:.2f}x",
-                 f">= {acc_target:.1%} in {time_target:g}x ({covers}): {met}",
-                 *(time_to(r["curve"], t) for t in THRESHOLDS)]  # fmt: skip
+        cells = [
+            f"configs/{r['name']}.yaml",
+            r["precision"],
+            str(len(r["curve"])),
+            f"{r['gflop_epoch']:.0f}",
+            f"{r['gflops']:.0f}",
+            f"{r['fit']:.1f} s",
+            f"{r['fit'] + r['test']:.1f} s",
+            f"{r['acc']:.2%}",
+            f"{seconds / unit:.2f}x",
+            f">= {acc_target:.1%} in {time_target:g}x ({covers}): {met}",
+            *(time_to(r["curve"], t) for t in THRESHOLDS),
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -203,8 +231,11 @@ def main() -> None:
         for name in options.recipes:
             runs.append(run_recipe(name, folder, options.precision, cut.get(name)))
             r = runs[-1]
-            print(f"  {name}: {r['acc']:.2%} in {r['fit']:.1f} s fit + {r['test']:.1f} s test "
-                  f"({r['precision']})", flush=True)  # fmt: skip
+            print(
+                f"  {name}: {r['acc']:.2%} in {r['fit']:.1f} s fit + {r['test']:.1f} s test "
+                f"({r['precision']})",
+                flush=True,
+            )
     unit = baseline[0][0]
     print(f"\nCPU: {cpu_description()}")
     print_table(runs, unit, train_gflop_per_image(TutorialCNN()) * 60000)

@@ -256,9 +256,18 @@ def test_the_command_line_prints_one_paragraph_not_a_traceback(run_dir, monkeypa
 @pytest.mark.slow  # a fresh interpreter importing torch and Lightning: 6 s on 2 cores
 def test_the_installed_command_prints_one_paragraph_not_a_traceback(run_dir: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fashion_lightning", "fit", config("mlp"), "--data.data_dir=/no/dir"],
-        capture_output=True, text=True, cwd=run_dir,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fashion_lightning",
+            "fit",
+            config("mlp"),
+            "--data.data_dir=/no/dir",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=run_dir,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "error: The data folder /no/dir, named by the data_dir option" in flat(result.stderr)
@@ -267,8 +276,11 @@ def test_the_installed_command_prints_one_paragraph_not_a_traceback(run_dir: Pat
 
 @pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
 def test_best_and_last_need_a_fit(subcommand: str, tiny_args, capsys) -> None:
-    assert_user_error([subcommand, config("mlp"), *tiny_args, "--ckpt_path=best"], capsys,
-                      "only means something inside a `fit` run")  # fmt: skip
+    assert_user_error(
+        [subcommand, config("mlp"), *tiny_args, "--ckpt_path=best"],
+        capsys,
+        "only means something inside a `fit` run",
+    )
 
 
 def test_fit_without_checkpointing(tiny_args: list[str]) -> None:
@@ -278,8 +290,15 @@ def test_fit_without_checkpointing(tiny_args: list[str]) -> None:
 
 def test_predict_respects_batch_limits(mlp_run: FittedRun, tiny_args: list[str]) -> None:
     best = mlp_run.best
-    cli = cli_main(["predict", config("mlp"), *tiny_args, f"--ckpt_path={best}",
-                    "--trainer.limit_predict_batches=2"])  # fmt: skip
+    cli = cli_main(
+        [
+            "predict",
+            config("mlp"),
+            *tiny_args,
+            f"--ckpt_path={best}",
+            "--trainer.limit_predict_batches=2",
+        ]
+    )
     assert len(pd.read_csv(predictions_folder(cli) / "predictions.csv")) == 32
 
 
@@ -353,8 +372,15 @@ def test_a_checkpoint_alone_equals_its_config(
 
 def test_options_override_the_checkpoint_config(mlp_run: FittedRun) -> None:
     best = mlp_run.best
-    cli = cli_main(["test", f"--ckpt_path={best}", "--data.eval_batch_size=7",
-                    "--model.tta_flip=true", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    cli = cli_main(
+        [
+            "test",
+            f"--ckpt_path={best}",
+            "--data.eval_batch_size=7",
+            "--model.tta_flip=true",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     assert cli.datamodule.eval_batch_size == 7 and cli.model.tta_flip
     assert cli.datamodule.val_size == 16  # recorded by the fit
 
@@ -364,8 +390,9 @@ def test_checkpoint_without_config_asks_for_one(tiny_args, capsys, fake_data_dir
     trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0)
     trainer.fit(model, FashionMNISTDataModule(data_dir=str(fake_data_dir), val_size=16))
     trainer.save_checkpoint(run_dir / "plain.ckpt")
-    assert_user_error(["test", "--ckpt_path=plain.ckpt"], capsys, "plain.ckpt",
-                      "records no config", "--config")  # fmt: skip
+    assert_user_error(
+        ["test", "--ckpt_path=plain.ckpt"], capsys, "plain.ckpt", "records no config", "--config"
+    )
 
 
 def test_predict_on_photos_writes_a_row_per_file_and_a_grid(mlp_run: FittedRun, tmp_path) -> None:
@@ -376,9 +403,15 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(mlp_run: FittedRun, 
     for i, image in enumerate(images):
         Image.fromarray(255 - image).save(photos_dir / f"{i}.{['png', 'jpg', 'webp'][i]}")
     (photos_dir / "3.png").write_text("not an image")
-    cli = cli_main(["predict", f"--ckpt_path={best}", f"--data.predict_path={photos_dir}",
-                    "--data.data_dir=/no/such/dir",  # photos need no data set
-                    "--trainer.enable_progress_bar=false"])  # fmt: skip
+    cli = cli_main(
+        [
+            "predict",
+            f"--ckpt_path={best}",
+            f"--data.predict_path={photos_dir}",
+            "--data.data_dir=/no/such/dir",  # photos need no data set
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     run = predictions_folder(cli)
     table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
     names = list(FashionMNISTDataModule.class_names)
@@ -407,8 +440,10 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, work / "src" / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", work / "dist",
-                    work / "src"], check=True)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", work / "dist", work / "src"],
+        check=True,
+    )
     (wheel,) = (work / "dist").glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", work / "site", wheel], check=True)
     assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
@@ -417,6 +452,11 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
         "import fashion_lightning.__main__ as m, fashion_lightning.recipes as c; "
         "print(c.DEFAULT_RECIPE); m.main()"
     )
-    result = subprocess.run([sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],
-                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, "fit", *tiny_args, "--trainer.fast_dev_run=true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.startswith(str(work / "site" / "fashion_lightning" / "configs"))

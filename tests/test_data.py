@@ -58,8 +58,10 @@ def test_training_order_is_reshuffled_each_epoch_and_reproducible(fake_data_dir:
 @pytest.mark.parametrize("n", [40, 41])
 def test_ddp_shards_count_every_eval_sample_once(n: int) -> None:
     images, labels = torch.zeros(n, 1, 28, 28, dtype=torch.uint8), torch.arange(n)
-    seen = [torch.cat([y for _, y, _ in TensorBatches(images, labels, 8, rank=r, world_size=3)])
-            for r in range(3)]  # fmt: skip
+    seen = [
+        torch.cat([y for _, y, _ in TensorBatches(images, labels, 8, rank=r, world_size=3)])
+        for r in range(3)
+    ]
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
 
 

@@ -183,9 +183,21 @@ def bf16_machine(cls):
 @pytest.mark.slow  # a fresh interpreter importing torch and Lightning: 6 s on 2 cores
 def test_the_console_command_shows_no_adverts_or_library_warnings(run_dir, fake_data_dir) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fashion_lightning", "fit", "--config=mlp", "--trainer.fast_dev_run=1",
-         f"--data.data_dir={fake_data_dir}", "--data.val_size=16", "--trainer.precision=32-true"],
-        capture_output=True, text=True, cwd=run_dir, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fashion_lightning",
+            "fit",
+            "--config=mlp",
+            "--trainer.fast_dev_run=1",
+            f"--data.data_dir={fake_data_dir}",
+            "--data.val_size=16",
+            "--trainer.precision=32-true",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=run_dir,
+        check=True,
+    )
     output = result.stdout + result.stderr
     assert "Tip:" not in output and "LeafSpec" not in output and "args parameter" not in output

@@ -44,9 +44,16 @@ def product_photo(image: np.ndarray, kind: str) -> Image.Image:
 
 @pytest.mark.parametrize(
     ("kind", "suffix"),
-    [("rgb", ".jpg"), ("rgb", ".png"), ("rgb", ".webp"), ("rgb", ".bmp"), ("rgba", ".png"),
-     ("gray", ".png"), ("palette", ".gif")],
-)  # fmt: skip
+    [
+        ("rgb", ".jpg"),
+        ("rgb", ".png"),
+        ("rgb", ".webp"),
+        ("rgb", ".bmp"),
+        ("rgba", ".png"),
+        ("gray", ".png"),
+        ("palette", ".gif"),
+    ],
+)
 def test_a_product_photo_comes_back_close_to_the_original(kind, suffix, tmp_path: Path) -> None:
     original = known_image()
     path = tmp_path / f"photo{suffix}"
@@ -69,9 +76,9 @@ def test_folders_are_searched_recursively_in_order_and_globs_match(tmp_path: Pat
     for name in ("b/z.png", "a.JPG", "b/c/y.webp", "notes.txt", ".hidden.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         product_photo(known_image(), "rgb").save(tmp_path / name, format="PNG")
-    assert [Path(f).relative_to(tmp_path).as_posix() for f in photos.load_photos(str(tmp_path)).files] == [
-        "a.JPG", "b/c/y.webp", "b/z.png"
-    ]  # fmt: skip
+    assert [
+        Path(f).relative_to(tmp_path).as_posix() for f in photos.load_photos(str(tmp_path)).files
+    ] == ["a.JPG", "b/c/y.webp", "b/z.png"]
     assert len(photos.find_photos(str(tmp_path / "**" / "*.png"))) == 1  # glob skips .hidden.png
 
 
@@ -83,8 +90,12 @@ def write_unusable(folder: Path) -> dict[str, str]:
     (folder / "notes.jpg").write_text("not an image")
     (folder / "broken.png").write_bytes(good.read_bytes()[:200])
     Image.new("RGB", (50, 40), CANVAS).save(folder / "blank.png")
-    expected = {"empty.png": "empty", "notes.jpg": "not an image", "broken.png": "broken",
-                "blank.png": "uniform"}  # fmt: skip
+    expected = {
+        "empty.png": "empty",
+        "notes.jpg": "not an image",
+        "broken.png": "broken",
+        "blank.png": "uniform",
+    }
     if os.geteuid() != 0:  # root reads every file
         (folder / "locked.png").write_bytes(good.read_bytes())
         (folder / "locked.png").chmod(0)

@@ -16,8 +16,15 @@ from fashion_lightning.idx import CLASS_NAMES
 IMAGES, LABELS = synthetic_split(60, seed=0)
 PROBS = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=60)
 MATRIX = np.bincount(LABELS * 10 + PROBS.argmax(1), minlength=100).reshape(10, 10)
-HISTORY = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5], "val_loss": [0.9, 0.8, 0.7],
-                        "train_acc": [0.6, 0.7, 0.8], "val_acc": [0.55, 0.65, 0.7]})  # fmt: skip
+HISTORY = pd.DataFrame(
+    {
+        "epoch": [1, 2, 3],
+        "train_loss": [1.0, 0.7, 0.5],
+        "val_loss": [0.9, 0.8, 0.7],
+        "train_acc": [0.6, 0.7, 0.8],
+        "val_acc": [0.55, 0.65, 0.7],
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -43,8 +50,20 @@ def test_each_plot_writes_a_png_of_its_figure_size(make, tmp_path: Path) -> None
 
 def test_curves_draw_the_numpy_reference_history(fake_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
-    reference.main(["--data-dir", str(fake_data_dir), "--epochs", "2", "--hidden", "16",
-                    "--batch-size", "32", "--metrics-json", str(out)])  # fmt: skip
+    reference.main(
+        [
+            "--data-dir",
+            str(fake_data_dir),
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "32",
+            "--metrics-json",
+            str(out),
+        ]
+    )
     history = pd.DataFrame(json.loads(out.read_text())["history"])
     fig = plots.training_curves(history)
     labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
@@ -64,8 +83,17 @@ def test_report_writes_every_file(cnn_run: FittedRun, fake_data_dir: Path) -> No
     ckpt = cnn_run.best
     out = cli_main(["report", f"--ckpt_path={ckpt}", f"--data_dir={fake_data_dir}"])
     assert out == cnn_run.run / "report"
-    expected = {"samples.png", "confusion_matrix.png", "misclassified.png", "prediction.png",
-                "curves.png", "per_class.csv", "per_class.md", "report.md", "calibration.png"}  # fmt: skip
+    expected = {
+        "samples.png",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "prediction.png",
+        "curves.png",
+        "per_class.csv",
+        "per_class.md",
+        "report.md",
+        "calibration.png",
+    }
     assert {p.name for p in out.iterdir()} == expected
     table = pd.read_csv(out / "per_class.csv", index_col="class")
     assert list(table.index) == list(CLASS_NAMES) and table["support"].sum() == 40

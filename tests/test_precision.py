@@ -48,8 +48,15 @@ def test_unset_precision_is_resolved_and_announced(tiny_args, caplog) -> None:
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_an_explicit_precision_wins(tiny_args, precision: str, caplog) -> None:
     args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
-    cli = cli_main(["fit", config("mlp"), *args, "--trainer.fast_dev_run=1",
-                    f"--trainer.precision={precision}"])  # fmt: skip
+    cli = cli_main(
+        [
+            "fit",
+            config("mlp"),
+            *args,
+            "--trainer.fast_dev_run=1",
+            f"--trainer.precision={precision}",
+        ]
+    )
     assert cli.trainer.precision == precision
     assert "Precision:" not in caplog.text
 

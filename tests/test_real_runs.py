@@ -18,8 +18,11 @@ from fashion_lightning.trust import TRUST_KEY, fit_trust
 
 pytestmark = pytest.mark.slow
 # float32 on every CPU: the NumPy reference and one-process evaluations are compared to 1e-4.
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-         "--trainer.precision=32-true"]  # fmt: skip
+QUIET = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.precision=32-true",
+]
 
 
 def test_mlp_reaches_its_floor_and_the_numpy_reference_agrees(real_data_dir, run_dir) -> None:
@@ -41,8 +44,16 @@ def test_numpy_reference_trains_to_its_floor(real_data_dir: Path) -> None:
 
 def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_dir: Path) -> None:
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    cmd = [sys.executable, "-m", "fashion_lightning", "fit", config("mlp"), *ddp, *QUIET,
-           "--trainer.max_epochs=2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fashion_lightning",
+        "fit",
+        config("mlp"),
+        *ddp,
+        *QUIET,
+        "--trainer.max_epochs=2",
+    ]
     subprocess.run(cmd, check=True, cwd=run_dir)
     (run,) = (run_dir / "lightning_logs").iterdir()  # rank 0 alone writes: one run folder
     logged = scalars(run)
@@ -72,7 +83,11 @@ def test_product_photos_keep_the_accuracy_of_the_stored_images(real_data_dir, ru
     fit = cli_main(["fit", config("mlp"), *QUIET, "--trainer.max_epochs=3"])
     script = Path(__file__).resolve().parents[1] / "scripts" / "photo_accuracy.py"
     ckpt = fit.trainer.checkpoint_callback.best_model_path
-    result = subprocess.run([sys.executable, str(script), "--ckpt_path", ckpt],
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), "--ckpt_path", ckpt],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     measured = json.loads(result.stdout)
     assert measured["stored_acc"] > 0.85 and measured["ratio"] >= 0.85, measured

@@ -55,11 +55,13 @@ def test_logits_loss_and_gradients_match_torch(in_features, hidden, classes, see
 
 
 OPTIMIZERS = {
-    "sgd-momentum": (lambda p: reference.SGD(p, lr=0.05, momentum=0.9),
-                     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    "sgd-momentum": (
+        lambda p: reference.SGD(p, lr=0.05, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    ),
     "sgd-plain": (lambda p: reference.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
     "adam": (lambda p: reference.Adam(p, lr=0.01), lambda p: torch.optim.Adam(p, lr=0.01)),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -108,8 +110,9 @@ def test_dropout_is_inverted_and_off_in_evaluation() -> None:
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits() -> None:
-    loss, grad = reference.softmax_cross_entropy(np.array([[1000.0, 0.0], [0.0, 1000.0]]),
-                                                 np.array([0, 0]))  # fmt: skip
+    loss, grad = reference.softmax_cross_entropy(
+        np.array([[1000.0, 0.0], [0.0, 1000.0]]), np.array([0, 0])
+    )
     assert np.isfinite(loss) and np.isfinite(grad).all() and loss == pytest.approx(500.0)
 
 
@@ -136,8 +139,20 @@ def test_bad_inputs_are_refused(x, y, words) -> None:
 
 def test_trains_on_its_own_and_writes_metrics_json(fake_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
-    reference.main(["--data-dir", str(fake_data_dir), "--epochs", "3", "--batch-size", "16",
-                    "--hidden", "32", "--metrics-json", str(out)])  # fmt: skip
+    reference.main(
+        [
+            "--data-dir",
+            str(fake_data_dir),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--hidden",
+            "32",
+            "--metrics-json",
+            str(out),
+        ]
+    )
     metrics = json.loads(out.read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]

@@ -138,8 +138,9 @@ def test_stop_by_signal_then_resume_is_bit_identical(
     err = flat(capsys.readouterr().err)
     assert f"last.ckpt was written at step {step + 1}" in err
     assert "--ckpt_path last" in err
-    stopped = torch.load(next(run_dir.glob("lightning_logs/version_0/checkpoints/last.ckpt")),
-                         weights_only=True)  # fmt: skip
+    stopped = torch.load(
+        next(run_dir.glob("lightning_logs/version_0/checkpoints/last.ckpt")), weights_only=True
+    )
     assert stopped["global_step"] == step + 1
 
     cli = cli_main([*args, "--ckpt_path", "last"])
@@ -318,10 +319,21 @@ def start_fit(
 ) -> subprocess.Popen:
     """`python -m fashion_lightning fit` on the synthetic data in `folder`, 4 epochs of 20 batches."""
     slow = '--trainer.callbacks+={"class_path": "test_resilience.SlowDown"}'
-    cmd = [sys.executable, "-m", "fashion_lightning", "fit", config("mlp"),
-           f"--data.data_dir={data_dir}", "--data.val_size=16", "--data.batch_size=4",
-           "--trainer.max_epochs=4", "--trainer.limit_test_batches=0", "--trainer.enable_progress_bar=false",
-           slow, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fashion_lightning",
+        "fit",
+        config("mlp"),
+        f"--data.data_dir={data_dir}",
+        "--data.val_size=16",
+        "--data.batch_size=4",
+        "--trainer.max_epochs=4",
+        "--trainer.limit_test_batches=0",
+        "--trainer.enable_progress_bar=false",
+        slow,
+        *extra,
+    ]
     path = os.pathsep.join([str(Path(__file__).parent), *sys.path])
     env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
@@ -400,9 +412,16 @@ def test_a_slurm_requeue_resumes_bit_identically(fake_data_dir, tmp_path) -> Non
     scontrol = bin_dir / "scontrol"
     scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "scontrol.args"}\n')
     scontrol.chmod(0o755)
-    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "fit",
-             "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    slurm = {
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NAME": "fit",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     code, log = finish(start_fit(reference, fake_data_dir))
     assert code == 0, log
 

@@ -110,22 +110,31 @@ def test_best_yaml_trains_as_it_is(in_study: str) -> None:
 
 
 def tune_command(tiny_args: list[str], trials: int) -> list[str]:
-    return [sys.executable, "-m", "fashion_lightning", "tune", config("mlp"),
-            f"--trials={trials}", *tiny_args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "fashion_lightning",
+        "tune",
+        config("mlp"),
+        f"--trials={trials}",
+        *tiny_args,
+    ]
 
 
 def start(command: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def fitting(logs: Path) -> bool:
     """Whether a worker is inside a trial's fit (its config recorded, the trial running)."""
     if not (logs / "tune/mlp/journal.log").exists():
         return False
-    return any(t.state == TrialState.RUNNING and "config" in t.user_attrs
-               for t in load_study(logs).trials)  # fmt: skip
+    return any(
+        t.state == TrialState.RUNNING and "config" in t.user_attrs for t in load_study(logs).trials
+    )
 
 
 def wait_until_fitting(worker: subprocess.Popen, logs: Path) -> None:
@@ -171,17 +180,27 @@ def test_two_processes_share_one_study(tiny_args: list[str], run_dir: Path) -> N
 
 
 BAD_SPACES = {
-    "unknown path": ("params:\n  model.optimizer.init_args.lrr: {low: 0.1, high: 1}\n",
-                     "`model.optimizer.init_args.lrr` is not an option"),
-    "low above high": ("params:\n  model.optimizer.init_args.lr: {low: 0.1, high: 0.01}\n",
-                       "has low 0.1 above high 0.01"),
-    "neither range nor choices": ("params:\n  model.optimizer.init_args.lr: {low: 0.1}\n",
-                                  "not neither"),
-    "wrong type": ("params:\n  model.net.init_args.hidden_sizes: {low: 64, high: 256}\n",
-                   "fit rejects the values --model.net.init_args.hidden_sizes=64"),
-    "misspelt field": ("params:\n  model.optimizer.init_args.lr: {lo: 0.1, high: 1}\n",
-                       "is not valid"),
-}  # fmt: skip
+    "unknown path": (
+        "params:\n  model.optimizer.init_args.lrr: {low: 0.1, high: 1}\n",
+        "`model.optimizer.init_args.lrr` is not an option",
+    ),
+    "low above high": (
+        "params:\n  model.optimizer.init_args.lr: {low: 0.1, high: 0.01}\n",
+        "has low 0.1 above high 0.01",
+    ),
+    "neither range nor choices": (
+        "params:\n  model.optimizer.init_args.lr: {low: 0.1}\n",
+        "not neither",
+    ),
+    "wrong type": (
+        "params:\n  model.net.init_args.hidden_sizes: {low: 64, high: 256}\n",
+        "fit rejects the values --model.net.init_args.hidden_sizes=64",
+    ),
+    "misspelt field": (
+        "params:\n  model.optimizer.init_args.lr: {lo: 0.1, high: 1}\n",
+        "is not valid",
+    ),
+}
 
 
 @pytest.mark.parametrize(
