@@ -86,10 +86,11 @@ class Checkpoint:
     def check_weights_fit(self, model: ClassifierModule) -> None:
         """Raise a clear error unless it holds weights of `model`'s shapes and names."""
         state, own = self.state.get("state_dict", {}), model.state_dict()
+        shared = set(own) & set(state)
         problems = {
             "missing": sorted(set(own) - set(state)),
             "unexpected": sorted(set(state) - set(own)),
-            "other shape": sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape),
+            "other shape": sorted(k for k in shared if own[k].shape != state[k].shape),
         }
         detail = "; ".join(
             f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
