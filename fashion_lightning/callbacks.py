@@ -17,6 +17,7 @@ from fashion_lightning import photos, plots
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.idx import CLASS_NAMES
+from fashion_lightning.verdict import verdict
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -65,11 +66,6 @@ def probability_table(probs: Tensor, ood_scores: Tensor) -> pd.DataFrame:
     table["ood_score"] = ood_scores.numpy()
     table["verdict"] = [verdict(s) for s in ood_scores.tolist()]
     return table
-
-
-def verdict(ood_score: float) -> str:
-    """`not clothing` above the threshold (ood score 1); NaN (no ood fit) is never flagged."""
-    return "not clothing" if ood_score > 1 else "clothing"
 
 
 def test_set_table(indices: Tensor, labels: Tensor, probs: Tensor, ood: Tensor) -> pd.DataFrame:

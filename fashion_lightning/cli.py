@@ -1,20 +1,36 @@
 """The command line, `python -m fashion_lightning COMMAND ...`: Lightning's `fit | validate | test
 | predict` (`lightning_cli.py`) and the project's own commands (`commands.COMMANDS`) behind one
 entry, one `--help` and one error style: a user mistake is one paragraph on stderr, exit status 2.
+
+The project's commands start without Lightning: their options are parsed by jsonargparse alone,
+and the LightningCLI is imported only for fit, validate, test and predict, so `serve --model
+FILE.onnx` never loads torch.
 """
 
 import inspect
 import sys
 from collections.abc import Callable
 from itertools import islice
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin, get_type_hints
 
-from lightning.pytorch.cli import ArgsType
+from jsonargparse import ArgumentParser
 
-from fashion_lightning.commands import COMMANDS
-from fashion_lightning.errors import FashionLightningError, paragraph
-from fashion_lightning.lightning_cli import PROG, ArgumentParser, make_cli
+from fashion_lightning.commands import COMMANDS, PROG
+from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, paragraph
 from fashion_lightning.recipes import with_recipe_paths
+
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import ArgsType
+
+
+class CommandParser(ArgumentParser):
+    """A project command's options, from its function's typed, documented arguments; a bad
+    option is one paragraph instead of the full usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
+            super().error(message, ex)
+        exit_with_usage_error(self.prog, message)
 
 
 def split_args(args: list[str], own: set[str]) -> tuple[list[str], list[str]]:
@@ -42,7 +58,7 @@ def run_command(name: str, args: list[str]) -> Any:
     command = COMMANDS[name]
     function = command.load()
     summary = inspect.getdoc(function).split("\n\nArgs:")[0]  # the options list the arguments
-    parser = ArgumentParser(prog=f"{PROG} {name}", description=summary)
+    parser = CommandParser(prog=f"{PROG} {name}", description=summary)
     if not command.passes_on_unknown:
         parser.add_function_arguments(function)
         args = appending(args, list_options(function))
@@ -73,7 +89,7 @@ def appending(args: list[str], names: set[str]) -> list[str]:
     return out
 
 
-def cli_main(args: ArgsType = None) -> Any:
+def cli_main(args: "ArgsType" = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
     A command of `COMMANDS` runs its function; fit, validate, test and predict run through the
     LightningCLI."""
@@ -81,6 +97,8 @@ def cli_main(args: ArgsType = None) -> Any:
     try:
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:
             return run_command(argv[0], with_recipe_paths(argv[1:]))
+        from fashion_lightning.lightning_cli import make_cli  # Lightning, for fit/validate/...
+
         return make_cli(args)
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)

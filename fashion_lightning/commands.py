@@ -13,6 +13,8 @@ from typing import Any
 
 from fashion_lightning.errors import FashionLightningError
 
+PROG = "python -m fashion_lightning"
+
 
 @dataclass(frozen=True)
 class Command:

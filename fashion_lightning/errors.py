@@ -5,7 +5,9 @@ file or option at fault and the fix; the command-line edge prints that paragraph
 instead of showing a traceback.
 """
 
+import sys
 import textwrap
+from typing import NoReturn
 
 
 class FashionLightningError(Exception):
@@ -33,3 +35,13 @@ def paragraph(message: str, prefix: str = "error: ") -> str:
         break_long_words=False,
         break_on_hyphens=False,
     )
+
+
+def exit_with_usage_error(prog: str, message: str) -> NoReturn:
+    """A bad option or config value (an argument parser's error): one paragraph on stderr that
+    points to `--help`, instead of the full usage text, and exit status 2."""
+    prog = prog.replace(" [options]", "")
+    hint = f"Run `{prog} --help` to list every option and its type."
+    message = " ".join(message.split()).rstrip(".")
+    print(paragraph(f"{message}. {hint}"), file=sys.stderr)
+    raise SystemExit(2)

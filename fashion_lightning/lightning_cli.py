@@ -26,9 +26,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from fashion_lightning.atomic import check_writable, writable_problem
 from fashion_lightning.callbacks import PredictionWriter
 from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.commands import COMMANDS
+from fashion_lightning.commands import COMMANDS, PROG
 from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.errors import FashionLightningError, paragraph
+from fashion_lightning.errors import FashionLightningError, exit_with_usage_error
 from fashion_lightning.internals import FencedLightningCLI, list_subcommand
 from fashion_lightning.module import ClassifierModule
 from fashion_lightning.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
@@ -49,7 +49,6 @@ warnings.filterwarnings("ignore", message="LightningCLI's args parameter is inte
 # Lightning 2.6's own use of an API torch 2.14 deprecates, printed on every command: not ours.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
-PROG = "python -m fashion_lightning"
 EVALUATION = ("validate", "test", "predict")
 # Names that `--ckpt_path` resolves itself rather than reading a file (only `fit` uses them).
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
@@ -70,11 +69,7 @@ class ArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
             super().error(message, ex)
-        prog = self.prog.replace(" [options]", "")
-        hint = f"Run `{prog} --help` to list every option and its type."
-        message = " ".join(message.split()).rstrip(".")
-        print(paragraph(f"{message}. {hint}"), file=sys.stderr)
-        raise SystemExit(2)
+        exit_with_usage_error(self.prog, message)
 
 
 class FashionCLI(FencedLightningCLI):

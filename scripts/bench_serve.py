@@ -1,20 +1,24 @@
 """Benchmark: `python -m fashion_lightning serve` answering photos over HTTP, on this machine.
 
-A real server (the command itself, on a free port of 127.0.0.1) gets product-style JPEG photos of
-real test images (a dark garment on an off-white canvas, 224x224 in 400x330, about 10 kB) as
-`POST /predict` uploads, one at a time and then 8 at a time, each phase bounded in requests and
-seconds. It prints requests/s and the latency percentiles (p50, p95) of each phase beside the
-baseline: the same work in one process without HTTP (photos.py's preprocessing and the model's
-forward pass, one photo at a time), so the ratio is what the HTTP server and LitServe's queues
-cost. The client shares the CPU with the server: on 2 cores both count.
+A real server (the command itself, on a free port of 127.0.0.1) gets 200 distinct product-style
+JPEG photos of real test images (a dark garment on an off-white canvas, 224x224 in 400x330, about
+10 kB) as `POST /predict` uploads from 1, 8 and 32 clients (threads), each sending requests back to
+back, each phase bounded in requests and seconds. It prints requests/s and the latency percentiles
+(p50, p95) of each phase beside the baseline: the same work in one process without HTTP
+(photos.py's preprocessing and the same runtime with the same single thread as a serving worker),
+one photo at a time, and batched as the server batches. The ratio is against the one-at-a-time
+loop, so above 1x the server's batching has paid for HTTP. The clients share the CPU with the
+server: on 2 cores both count.
 
-    python scripts/bench_serve.py [--ckpt_path CKPT] [--workers 1] [--seconds 6]
+    python scripts/bench_serve.py [--ckpt_path CKPT | --model FILE.onnx] [--workers 1]
+        [--max_batch_size 16] [--batch_timeout 0.002] [--seconds 6]
 
 Without --ckpt_path it times the default recipe's network (the shipped CNN) from a one-step fit:
 speed does not depend on the weights.
 """
 
 import argparse
+import io
 import os
 import signal
 import socket
@@ -27,17 +31,17 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
-import torch
 from bench_time_to_accuracy import cpu_description
 from PIL import Image
 
 from fashion_lightning import idx, photos
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.inference import ProbabilityModel
 from fashion_lightning.lightning_cli import make_cli
+from fashion_lightning.runtimes import ModelFile
+from fashion_lightning.serve import DEFAULT_BATCH_TIMEOUT
 
-N_PHOTOS = 50
-MAX_REQUESTS = 2000  # per phase, beside its time bound
+N_PHOTOS = 200
+MAX_REQUESTS = 4000  # per phase, beside its time bound
+CLIENTS = (1, 8, 32)
 
 
 def product_photos(folder: Path) -> list[Path]:
@@ -56,21 +60,34 @@ def product_photos(folder: Path) -> list[Path]:
 def one_step_checkpoint(folder: Path) -> str:
     """The default recipe's network after one training step: a real checkpoint to serve."""
     os.chdir(folder)
-    cli = make_cli(["fit", "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
-                    "--trainer.limit_test_batches=0", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    cli = make_cli(
+        [
+            "fit",
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.limit_test_batches=0",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     return str(Path(cli.trainer.checkpoint_callback.last_model_path).resolve())
 
 
-def in_process(ckpt_path: str, files: list[Path], seconds: float) -> tuple[float, list[float]]:
-    """The baseline: preprocessing and forward pass per photo, no HTTP. Requests/s, latencies."""
-    model = ProbabilityModel(load_model(ckpt_path))
+def in_process(
+    model: ModelFile, files: list[Path], seconds: float, batch: int
+) -> tuple[float, list[float]]:
+    """The baseline: the photos' bytes preprocessed and run `batch` at a time by the runtime a
+    serving worker opens (one thread), no HTTP. Requests/s, and each photo's latency (its
+    batch's time)."""
+    runtime = model.open("cpu", threads=1)
+    contents = [f.read_bytes() for f in files]
     latencies, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds and len(latencies) < MAX_REQUESTS:
         t0 = time.perf_counter()
-        image = photos.to_fashion_mnist(photos.read_photo(files[len(latencies) % len(files)]))
-        with torch.inference_mode():
-            model(torch.from_numpy(image)[None, None])
-        latencies.append(time.perf_counter() - t0)
+        first = len(latencies)
+        chunk = [contents[(first + i) % len(contents)] for i in range(batch)]
+        images = [photos.to_fashion_mnist(photos.read_photo(io.BytesIO(c))) for c in chunk]
+        runtime(np.stack(images)[:, None])
+        latencies += [time.perf_counter() - t0] * batch
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
@@ -97,12 +114,14 @@ def over_http(url: str, files: list[Path], concurrency: int, seconds: float):
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
-def start_server(ckpt_path: str, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: ModelFile, serve_options: list[str], log: Path
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "fashion_lightning", "serve", f"--ckpt_path={ckpt_path}",
-               f"--port={port}", f"--workers={workers}"]  # fmt: skip
+    command = [sys.executable, "-m", "fashion_lightning", "serve", f"{model.option}={model.path}"]
+    command += [f"--port={port}", *serve_options]
     with log.open("w") as out:
         server = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -137,27 +156,46 @@ def row(name: str, rate: float, latencies: list[float], baseline: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", help="a checkpoint (default: the shipped CNN, one step)")
+    parser.add_argument("--model", help="instead of --ckpt_path: an exported ONNX file")
     parser.add_argument("--workers", type=int, default=1, help="serve --workers")
+    parser.add_argument("--max_batch_size", type=int, default=16, help="serve --max_batch_size")
+    parser.add_argument("--batch_timeout", type=float, default=DEFAULT_BATCH_TIMEOUT)
     parser.add_argument("--seconds", type=float, default=6.0, help="time bound of each phase")
     args = parser.parse_args()
+    serve_options = [
+        f"--{name}={getattr(args, name)}" for name in ("workers", "max_batch_size", "batch_timeout")
+    ]
     with tempfile.TemporaryDirectory() as folder:
         files = product_photos(Path(folder))
-        ckpt_path = args.ckpt_path and str(Path(args.ckpt_path).resolve())
-        ckpt_path = ckpt_path or one_step_checkpoint(Path(folder))
-        print(f"CPU: {cpu_description()}; {os.cpu_count()} cores; torch threads "
-              f"{torch.get_num_threads()}; serve --workers {args.workers}")  # fmt: skip
-        base_rate, base_latencies = in_process(ckpt_path, files, args.seconds / 2)
-        server, url = start_server(ckpt_path, args.workers, Path(folder) / "server.log")
+        model = model_file(args, Path(folder))
+        print(
+            f"CPU: {cpu_description()}; {os.cpu_count()} cores; {model.option} {model.path}; "
+            f"one thread per worker and in the baseline; serve {' '.join(serve_options)}"
+        )
+        baseline = in_process(model, files, args.seconds / 2, batch=1)
+        batched = in_process(model, files, args.seconds / 2, batch=args.max_batch_size)
+        server, url = start_server(model, serve_options, Path(folder) / "server.log")
         try:
             over_http(url, files, 1, 1.0)  # warm-up: the first requests pay for lazy imports
-            phases = {c: over_http(url, files, c, args.seconds) for c in (1, 8)}
+            phases = {c: over_http(url, files, c, args.seconds) for c in CLIENTS}
         finally:
             stop_server(server)
-    print("\n| requests | count | requests/s | p50 ms | p95 ms | vs in-process |")
+    print("\n| requests | count | requests/s | p50 ms | p95 ms | vs in-process one at a time |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(row("in process, no HTTP (baseline)", base_rate, base_latencies, base_rate))
-    for concurrency, (rate, latencies) in phases.items():
-        print(row(f"HTTP, {concurrency} at a time", rate, latencies, base_rate))
+    print(row("in process, no HTTP, one at a time (baseline)", *baseline, baseline[0]))
+    print(row(f"in process, no HTTP, {args.max_batch_size} at a time", *batched, baseline[0]))
+    for clients, (rate, latencies) in phases.items():
+        name = f"HTTP, {clients} client{'s' if clients > 1 else ''} back to back"
+        print(row(name, rate, latencies, baseline[0]))
+    print(f"\n{CLIENTS[-1]} clients vs 1: {phases[CLIENTS[-1]][0] / phases[1][0]:.2f}x requests/s")
+
+
+def model_file(args: argparse.Namespace, folder: Path) -> ModelFile:
+    """The model to serve: --model, --ckpt_path, or the shipped CNN after one step."""
+    if args.model:
+        return ModelFile(str(Path(args.model).resolve()), "onnx")
+    ckpt_path = args.ckpt_path and str(Path(args.ckpt_path).resolve())
+    return ModelFile(ckpt_path or one_step_checkpoint(folder), "checkpoint")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import FittedRun
+from conftest import FittedRun, config, flat
 
 from fashion_lightning import idx
 from fashion_lightning.checkpoint import load_model
@@ -70,3 +70,61 @@ def test_export_matches_the_checkpoint(fmt, run, checkpoint: str, test_images) -
         assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
         assert ood.shape == (n,) and np.isfinite(ood).all()  # the fit wrote an ood fit
         assert np.abs(ood - expected_ood(checkpoint, images)).max() <= 1e-4 * ood.max()
+
+
+def test_an_unwritable_out_is_one_paragraph_and_leaves_nothing(
+    mlp_fit: FittedRun, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "a_file" / "model.pt"  # a path under a file: no folder can be made there
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["export", f"--ckpt_path={mlp_fit.best}", "--format=torchscript", f"--out={out}"])
+    error = flat(capsys.readouterr().err)
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert f"--out {out}: cannot write there" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_quantize_with_torchscript_is_one_paragraph(mlp_fit: FittedRun, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        options = ["--format=torchscript", "--quantize=int8", f"--out={tmp_path / 'model.pt'}"]
+        cli_main(["export", f"--ckpt_path={mlp_fit.best}", *options])
+    assert exit_info.value.code == 2
+    assert "--quantize int8 needs --format onnx" in flat(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+def int8_and_float_exports(ckpt_path: Path, folder: Path) -> tuple[Path, Path]:
+    """The checkpoint exported to ONNX twice: int8 (calibrated on its training images), float32."""
+    export = ["export", f"--ckpt_path={ckpt_path}"]
+    int8 = cli_main([*export, "--quantize=int8", f"--out={folder / 'model.int8.onnx'}"])
+    float32 = cli_main([*export, f"--out={folder / 'model.onnx'}"])
+    return int8, float32
+
+
+def test_int8_export_keeps_the_interface_and_the_classes_at_a_third_of_the_size(
+    mlp_fit: FittedRun, fake_data_dir: Path, tmp_path: Path
+) -> None:
+    int8, float32 = int8_and_float_exports(mlp_fit.best, tmp_path)
+    assert int8.stat().st_size <= float32.stat().st_size / 3
+    images = idx.load_split(fake_data_dir, "test")[0][:, None]  # (40, 1, 28, 28) uint8
+    got, want = run_onnx(int8, images)[0], expected_probs(str(mlp_fit.best), images)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.allclose(got.sum(axis=1), 1, atol=0.02)
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.95
+    assert np.abs(got - want).max() < 0.1  # int8 steps, not another model
+
+
+@pytest.mark.slow  # a real-data fit, then both exports and the 10k test images
+def test_int8_export_of_a_real_model_agrees_with_it_on_99_percent_of_the_test_set(
+    real_data_dir: Path, run_dir: Path
+) -> None:
+    quick = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    cli = cli_main(["fit", config("mlp"), *quick, "--trainer.precision=32-true"])
+    ckpt_path = Path(cli.trainer.checkpoint_callback.last_model_path)
+    int8, float32 = int8_and_float_exports(ckpt_path, run_dir)
+    images, labels = idx.load_split(real_data_dir, "test")
+    got, want = run_onnx(int8, images[:, None])[0], expected_probs(str(ckpt_path), images[:, None])
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.99
+    accuracy = [(p.argmax(axis=1) == labels).mean() for p in (got, want)]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.005, accuracy

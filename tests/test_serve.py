@@ -4,6 +4,7 @@ The fast tests run the server in process (LitServe's own test harness and FastAP
 the slow ones start the real command on a free port of 127.0.0.1 and drive a headless Chromium."""
 
 import base64
+import contextlib
 import io
 import os
 import re
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -26,13 +28,16 @@ from conftest import FittedRun, assert_user_error, flat, predictions_folder
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
+from starlette.datastructures import FormData, UploadFile
 from test_photos import known_image, product_photo
 
 from fashion_lightning import idx, photos
 from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.inference import ProbabilityModel
+from fashion_lightning.runtimes import ModelFile
 from fashion_lightning.serve import build_server
+from fashion_lightning.serve_api import PhotoClassifierAPI, Refusal
 
 MAX_UPLOAD_MB = 0.05  # small, so that the over-limit uploads stay small too
 N_REAL = 6  # real test images sent as photo files
@@ -59,7 +64,7 @@ def photo_dir(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def client(checkpoint: Path) -> Iterator[TestClient]:
     """The server in process: LitServe's test harness starts its inference worker."""
-    server = build_server(str(checkpoint), max_upload_mb=MAX_UPLOAD_MB)
+    server = build_server(ModelFile(str(checkpoint), "checkpoint"), max_upload_mb=MAX_UPLOAD_MB)
     with wrap_litserve_start(server), TestClient(server.app) as test_client:
         wait_until_healthy(test_client, timeout=120)
         yield test_client
@@ -344,3 +349,179 @@ def test_the_page_says_not_clothing_for_a_cat_photo(
     )
     assert not browser.find_element(By.ID, "answer").is_displayed()  # no winner
     assert browser.find_elements(By.CSS_SELECTOR, "#bars-box.ood .bar")  # greyed guesses
+
+
+@contextmanager
+def running_serve(options: list[str], log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m fashion_lightning serve OPTIONS` in its own process group on a free port of
+    127.0.0.1, and its URL once /health answers 200; whatever is left of the group is killed on
+    the way out."""
+    port = free_port()
+    command = [sys.executable, "-m", "fashion_lightning", "serve", *options, f"--port={port}"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx2.Client(base_url=url) as http:
+            wait_until_healthy(http, timeout=120, process=process, log=log)
+        yield process, url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+# --- Batching, and serving an exported ONNX model -------------------------------------------
+
+
+def form(path: Path) -> FormData:
+    """A parsed multipart form holding `path` as the field `file`, as LitServe hands it over."""
+    return FormData({"file": UploadFile(io.BytesIO(path.read_bytes()), filename=path.name)})
+
+
+def test_one_batch_answers_each_photo_as_alone_and_refuses_only_the_bad_one(
+    checkpoint: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    api = PhotoClassifierAPI(ModelFile(str(checkpoint), "checkpoint"), 10**6, os.getpid(), 8)
+    api.setup("cpu")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    files = sorted(photo_dir.iterdir())
+    files.insert(2, tmp_path / "notes.jpg")
+    batch = api.predict([api.decode_request(form(f)) for f in files])  # one forward pass
+    assert len(batch) == len(files)
+    for path, answer in zip(files, batch):
+        alone = api.predict(api.decode_request(form(path)))
+        if path.name == "notes.jpg":
+            assert isinstance(answer, Refusal) and answer == alone and answer.status == 422
+            continue
+        got, want = answer.outputs["probabilities"], alone.outputs["probabilities"]
+        assert got.shape == (10,) and np.abs(got - want).max() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint's float32 ONNX export."""
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    return cli_main(["export", f"--ckpt_path={checkpoint}", f"--out={out}"])
+
+
+def test_an_onnx_export_serves_the_checkpoints_answers(
+    onnx_file: Path, checkpoint: Path, photo_dir: Path
+) -> None:
+    expected = expected_answers(checkpoint, photo_dir)[0]
+    server = build_server(ModelFile(str(onnx_file), "onnx"), max_batch_size=4)
+    with wrap_litserve_start(server), TestClient(server.app) as http:
+        wait_until_healthy(http, timeout=120)
+        with ThreadPoolExecutor(4) as pool:  # together, so that some share a batch
+            answers = list(pool.map(lambda f: (f.name, post_photo(http, f)), photo_dir.iterdir()))
+    assert len(answers) == N_REAL + 1
+    for name, answer in answers:
+        assert answer.status_code == 200, answer.text
+        got = np.array(list(answer.json()["probabilities"].values()))
+        assert np.abs(got - expected[name]).max() < 1e-5, name
+
+
+def write_wrong_onnx(path: Path) -> Path:
+    """A valid ONNX model that `export` did not write: float32 (N, 784) in, the same out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 784])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 784])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other", [x], [y])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--ckpt_path=CKPT", "--model=ONNX"], ["both --ckpt_path and --model", "name one"]),
+        ([], ["neither --ckpt_path nor --model"]),
+        (["--model=missing.onnx"], ["--model missing.onnx", "does not exist", "export"]),
+        (["--model=NOTES"], ["not an ONNX model", "export"]),
+        (["--model=WRONG"], ["not one `export` wrote", "float", "uint8"]),
+    ],
+)
+def test_serve_model_mistakes_are_one_paragraph(
+    options, words, checkpoint: Path, onnx_file: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "notes.onnx").write_text("not a model")
+    files = {
+        "CKPT": checkpoint,
+        "ONNX": onnx_file,
+        "NOTES": tmp_path / "notes.onnx",
+        "WRONG": write_wrong_onnx(tmp_path / "wrong.onnx"),
+    }
+    options = [re.sub("|".join(files), lambda m: str(files[m[0]]), o) for o in options]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["serve", *options])
+    error = flat(capsys.readouterr().err)
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    for word in words:
+        assert word in error, error
+
+
+def test_serving_an_onnx_file_loads_no_torch_in_its_process(onnx_file: Path) -> None:
+    """The command's own process: `__main__`, the command registry, serve, the worker's API and
+    the model opened by onnxruntime import neither torch nor Lightning (the live test below
+    checks the worker processes)."""
+    code = """if True:
+        import sys
+        import fashion_lightning.__main__, fashion_lightning.serve_api, fashion_lightning.runtimes
+        from fashion_lightning.commands import COMMANDS
+        COMMANDS["serve"].load()
+        fashion_lightning.runtimes.ModelFile(sys.argv[1], "onnx").open("cpu")(
+            __import__("numpy").zeros((3, 1, 28, 28), "uint8")
+        )
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning")))
+    """
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(onnx_file)], cwd=root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def mapped_libraries(pgid: int) -> dict[int, str]:
+    """Every process of the group `pgid` and the shared libraries mapped into it."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                found[int(stat.parent.name)] = (stat.parent / "maps").read_text()
+    return found
+
+
+@pytest.mark.slow  # a real server process
+def test_a_served_onnx_model_answers_and_no_serving_process_holds_torch(
+    onnx_file: Path, checkpoint: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    with running_serve([f"--model={onnx_file}"], tmp_path / "server.log") as (process, url):
+        with httpx2.Client(base_url=url, timeout=60) as http:
+            answer = post_photo(http, photo_dir / "product.jpg")
+        assert answer.status_code == 200, answer.text
+        expected = expected_answers(checkpoint, photo_dir)[0]["product.jpg"]
+        got = np.array(list(answer.json()["probabilities"].values()))
+        assert np.abs(got - expected).max() < 1e-5
+        processes = mapped_libraries(process.pid)  # main, manager, HTTP server, worker
+        assert len(processes) >= 4, processes.keys()
+        assert any("libonnxruntime" in maps for maps in processes.values())  # the worker's
+        holding = [pid for pid, maps in processes.items() if "libtorch" in maps]
+        assert not holding, f"processes {holding} of serve --model loaded torch"
+
+
+@pytest.mark.slow  # a real server process, killed
+def test_a_sigkilled_serve_leaves_no_process_and_frees_its_port(
+    onnx_file: Path, tmp_path: Path
+) -> None:
+    with running_serve([f"--model={onnx_file}", "--workers=2"], tmp_path / "log") as (proc, url):
+        assert len(mapped_libraries(proc.pid)) >= 5  # main, manager, 2 HTTP servers, 2 workers
+        proc.kill()  # SIGKILL to the main process only, not to its group
+        proc.wait(timeout=10)
+        assert group_ends(proc.pid, timeout=5), f"left alive: {list(mapped_libraries(proc.pid))}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # the port is free again

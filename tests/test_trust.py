@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import FittedRun, predictions_folder
 
-from fashion_lightning import models, serve
+from fashion_lightning import models, serve_api
 from fashion_lightning.calibration import calibration_error, fit_temperature, reliability
 from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
@@ -113,7 +113,7 @@ def test_an_old_checkpoint_without_trust_works_in_every_command(fitted: Path, ti
     images = np.zeros((2, 1, 28, 28), dtype=np.uint8)
     probs, ood = session.run(None, {"images": images})
     assert np.isnan(ood).all() and np.allclose(probs.sum(1), 1, atol=1e-5)
-    answer = serve.prediction(probs[0].tolist(), float(ood[0]))
+    answer = serve_api.prediction(probs[0].tolist(), float(ood[0]))
     assert answer["ood_score"] is None and answer["verdict"] == "clothing"
 
 
