@@ -90,9 +90,10 @@ def replace_index(app: FastAPI, page: str, auth: Any) -> None:
     """LitServe answers `GET /` itself ("litserve running"); the page takes that route's place.
     Starlette serves the first route that matches, so the old one is removed, not shadowed."""
     app.router.routes[:] = [
-        route for route in app.router.routes
+        route
+        for route in app.router.routes
         if not (isinstance(route, APIRoute) and route.path == "/" and "GET" in route.methods)
-    ]  # fmt: skip
+    ]
 
     async def index() -> HTMLResponse:
         return HTMLResponse(page)

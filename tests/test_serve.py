@@ -107,8 +107,15 @@ def test_answers_equal_predict_for_the_same_photo_files(
     client, checkpoint: Path, photo_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    cli = cli_main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_path={photo_dir}",
-                    "--trainer.precision=32-true", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    cli = cli_main(
+        [
+            "predict",
+            f"--ckpt_path={checkpoint}",
+            f"--data.predict_path={photo_dir}",
+            "--trainer.precision=32-true",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     table = pd.read_csv(predictions_folder(cli) / "predictions.csv", keep_default_na=False)
     assert len(table) == N_REAL + 1 and (table["error"] == "").all()
     names = list(idx.CLASS_NAMES)
@@ -144,9 +151,14 @@ def write_bad_uploads(folder: Path) -> dict[str, tuple[int, str]]:
     limit = round(MAX_UPLOAD_MB * 1e6)
     (folder / "just_over.png").write_bytes(good.read_bytes() + bytes(limit))  # our check
     (folder / "far_over.png").write_bytes(bytes(3 * limit))  # LitServe's, before reading it all
-    return {"empty.png": (400, "empty"), "notes.jpg": (422, "not an image"),
-            "broken.png": (422, "broken"), "blank.png": (422, "uniform"),
-            "just_over.png": (413, "limit of 0.05 MB"), "far_over.png": (413, "too large")}  # fmt: skip
+    return {
+        "empty.png": (400, "empty"),
+        "notes.jpg": (422, "not an image"),
+        "broken.png": (422, "broken"),
+        "blank.png": (422, "uniform"),
+        "just_over.png": (413, "limit of 0.05 MB"),
+        "far_over.png": (413, "too large"),
+    }
 
 
 def test_bad_uploads_get_a_4xx_with_a_json_reason_and_the_server_keeps_serving(
@@ -161,10 +173,12 @@ def test_bad_uploads_get_a_4xx_with_a_json_reason_and_the_server_keeps_serving(
 
 @pytest.mark.parametrize(
     ("request_options", "status"),
-    [({"files": {"photo": ("a.png", b"...")}}, 400),  # a form without the field `file`
-     ({"content": b"\xff\xd8 raw JPEG bytes", "headers": {"content-type": "image/jpeg"}}, 415),
-     ({"json": {"file": "a.png"}}, 415)],
-)  # fmt: skip
+    [
+        ({"files": {"photo": ("a.png", b"...")}}, 400),  # a form without the field `file`
+        ({"content": b"\xff\xd8 raw JPEG bytes", "headers": {"content-type": "image/jpeg"}}, 415),
+        ({"json": {"file": "a.png"}}, 415),
+    ],
+)
 def test_a_request_without_the_file_field_is_told_its_name(client, request_options, status) -> None:
     answer = client.post("/predict", **request_options)
     assert answer.status_code == status and "`file`" in answer.json()["detail"]
@@ -184,11 +198,13 @@ def test_health_and_the_page_replace_litserves_index(client) -> None:
 
 @pytest.mark.parametrize(
     ("options", "words"),
-    [(["--ckpt_path=missing.ckpt"], ["missing.ckpt", "does not exist"]),
-     (["--ckpt_path=x.ckpt", "--port=80"], ["port", "80", "1024"]),
-     (["--ckpt_path=x.ckpt", "--host=192.168.1.5"], ["host", "192.168.1.5", "127.0.0.1"]),
-     (["--ckpt_path=x.ckpt", "--workers=0"], ["workers", "0"])],
-)  # fmt: skip
+    [
+        (["--ckpt_path=missing.ckpt"], ["missing.ckpt", "does not exist"]),
+        (["--ckpt_path=x.ckpt", "--port=80"], ["port", "80", "1024"]),
+        (["--ckpt_path=x.ckpt", "--host=192.168.1.5"], ["host", "192.168.1.5", "127.0.0.1"]),
+        (["--ckpt_path=x.ckpt", "--workers=0"], ["workers", "0"]),
+    ],
+)
 def test_serve_option_mistakes_are_one_paragraph(options, words, capsys, run_dir) -> None:
     assert_user_error(["serve", *options], capsys, *words)
 
@@ -220,10 +236,18 @@ def live_server(checkpoint: Path, tmp_path_factory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fashion_lightning", "serve", f"--ckpt_path={checkpoint}",
-             f"--port={port}"],  # fmt: skip
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "fashion_lightning",
+                "serve",
+                f"--ckpt_path={checkpoint}",
+                f"--port={port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         with httpx2.Client(base_url=url) as http:
             wait_until_healthy(http, timeout=120, process=process, log=log)
@@ -274,9 +298,16 @@ def test_200_requests_8_at_a_time_are_all_answered_correctly(
         assert body["class"] == idx.CLASS_NAMES[int(expected[name].argmax())]
 
 
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run"]  # fmt: skip
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
