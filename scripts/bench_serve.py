@@ -10,7 +10,7 @@ one photo at a time, and batched as the server batches. The ratio is against the
 loop, so above 1x the server's batching has paid for HTTP. The clients share the CPU with the
 server: on 2 cores both count.
 
-    python scripts/bench_serve.py [--ckpt_path CKPT | --model FILE.onnx] [--workers 1]
+    python scripts/bench_serve.py [--ckpt_path CKPT | --model FILE.onnx] [--workers N]
         [--max_batch_size 16] [--batch_timeout 0.002] [--seconds 6]
 
 Without --ckpt_path it times the default recipe's network (the shipped CNN) from a one-step fit:
@@ -157,13 +157,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", help="a checkpoint (default: the shipped CNN, one step)")
     parser.add_argument("--model", help="instead of --ckpt_path: an exported ONNX file")
-    parser.add_argument("--workers", type=int, default=1, help="serve --workers")
+    parser.add_argument("--workers", type=int, help="serve --workers (default: serve's own)")
     parser.add_argument("--max_batch_size", type=int, default=16, help="serve --max_batch_size")
     parser.add_argument("--batch_timeout", type=float, default=DEFAULT_BATCH_TIMEOUT)
     parser.add_argument("--seconds", type=float, default=6.0, help="time bound of each phase")
     args = parser.parse_args()
     serve_options = [
-        f"--{name}={getattr(args, name)}" for name in ("workers", "max_batch_size", "batch_timeout")
+        f"--{name}={getattr(args, name)}"
+        for name in ("workers", "max_batch_size", "batch_timeout")
+        if getattr(args, name) is not None
     ]
     with tempfile.TemporaryDirectory() as folder:
         files = product_photos(Path(folder))
