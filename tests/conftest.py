@@ -20,6 +20,7 @@ from fashion_lightning.module import ClassifierModule
 
 N_TRAIN, N_TEST = 96, 40
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+COMMAND = [sys.executable, "-m", "fashion_lightning"]  # the command, in a fresh process
 
 
 def config(name: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import (
+    COMMAND,
     CONFIGS,
     SHARED_FIT_OPTIONS,
     FittedRun,
@@ -257,9 +258,7 @@ def test_the_command_line_prints_one_paragraph_not_a_traceback(run_dir, monkeypa
 def test_the_installed_command_prints_one_paragraph_not_a_traceback(run_dir: Path) -> None:
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "fashion_lightning",
+            *COMMAND,
             "fit",
             config("mlp"),
             "--data.data_dir=/no/dir",

@@ -3,13 +3,12 @@
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import config, flat
+from conftest import COMMAND, config, flat
 from PIL import Image
 from test_cli import assert_user_error
 
@@ -184,9 +183,7 @@ def bf16_machine(cls):
 def test_the_console_command_shows_no_adverts_or_library_warnings(run_dir, fake_data_dir) -> None:
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "fashion_lightning",
+            *COMMAND,
             "fit",
             "--config=mlp",
             "--trainer.fast_dev_run=1",

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import config, scalars
+from conftest import COMMAND, config, scalars
 
 from fashion_lightning import reference
 from fashion_lightning.checkpoint import load_model
@@ -45,9 +45,7 @@ def test_numpy_reference_trains_to_its_floor(real_data_dir: Path) -> None:
 def test_ddp_on_two_cpu_processes_matches_one_process(real_data_dir: Path, run_dir: Path) -> None:
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     cmd = [
-        sys.executable,
-        "-m",
-        "fashion_lightning",
+        *COMMAND,
         "fit",
         config("mlp"),
         *ddp,

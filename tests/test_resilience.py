@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FittedRun, config, flat
+from conftest import COMMAND, FittedRun, config, flat
 
 from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.cli import cli_main
@@ -320,9 +320,7 @@ def start_fit(
     """`python -m fashion_lightning fit` on the synthetic data in `folder`, 4 epochs of 20 batches."""
     slow = '--trainer.callbacks+={"class_path": "test_resilience.SlowDown"}'
     cmd = [
-        sys.executable,
-        "-m",
-        "fashion_lightning",
+        *COMMAND,
         "fit",
         config("mlp"),
         f"--data.data_dir={data_dir}",

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FittedRun, assert_user_error, flat, predictions_folder
+from conftest import COMMAND, FittedRun, assert_user_error, flat, predictions_folder
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
@@ -237,9 +237,7 @@ def live_server(checkpoint: Path, tmp_path_factory) -> Iterator[str]:
     with log.open("w") as out:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "fashion_lightning",
+                *COMMAND,
                 "serve",
                 f"--ckpt_path={checkpoint}",
                 f"--port={port}",

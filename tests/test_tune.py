@@ -4,7 +4,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -13,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import assert_user_error, config, enter_run_dir, scalars, tiny_options
+from conftest import COMMAND, assert_user_error, config, enter_run_dir, scalars, tiny_options
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -111,9 +110,7 @@ def test_best_yaml_trains_as_it_is(in_study: str) -> None:
 
 def tune_command(tiny_args: list[str], trials: int) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "fashion_lightning",
+        *COMMAND,
         "tune",
         config("mlp"),
         f"--trials={trials}",
