@@ -44,9 +44,12 @@ class RunStatus(Callback):
         self._seconds_before = 0.0  # fit seconds of the runs this one resumes
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.logger is None or not trainer.is_global_zero or trainer.log_dir is None:
+        # The logger's own folder: `trainer.log_dir` broadcasts from rank 0, a collective that
+        # would wait forever for the other ranks, which do not get here.
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        if log_dir is None or not trainer.is_global_zero:
             return
-        self.path = Path(trainer.log_dir) / STATUS_FILE
+        self.path = Path(log_dir) / STATUS_FILE
         before = read_status(self.path.parent) or {}
         resumed = trainer.ckpt_path is not None
         self._seconds_before = float(before.get("fit_seconds") or 0) if resumed else 0.0
