@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -110,7 +110,7 @@ class Stopped(SystemExit):
     """The run stopped on a signal after writing last.ckpt; exits with the shell's status."""
 
 
-class LastCheckpoint(Checkpoint):
+class LastCheckpoint(Callback):
     """Owns `last.ckpt` (in the ModelCheckpoint's folder): writes it at the end of every epoch,
     every `every_minutes` of training, and at the batch boundary where SIGTERM (SLURM,
     Kubernetes, `timeout`) or SIGINT (Ctrl-C) stops the run, which then prints the command that
