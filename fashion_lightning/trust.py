@@ -85,6 +85,8 @@ class FitTrust(Callback):
             rank_zero_info("No validation in this fit: the model stays uncalibrated (T = 1).")
             return
         trainer.strategy.barrier()  # every checkpoint file is complete before it is read
+        home = pl_module.device  # Lightning's teardown has moved the module off the accelerator
+        pl_module.to(trainer.strategy.root_device)
         in_memory = {k: v.clone() for k, v in pl_module.state_dict().items()}
         trust, fitted_at = None, None
         for path in checkpoint_files(trainer):  # the best, then last.ckpt
@@ -103,6 +105,7 @@ class FitTrust(Callback):
             )
         pl_module.load_state_dict(in_memory)
         set_trust(pl_module, trust or fit_trust(trainer, pl_module, splits))  # or no files
+        pl_module.to(home)
         trainer.strategy.barrier()
 
 
