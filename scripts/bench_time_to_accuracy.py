@@ -49,7 +49,7 @@ from torchvision import datasets, transforms
 from fashion_lightning import idx
 from fashion_lightning.lightning_cli import make_cli
 from fashion_lightning.recipes import recipe_names
-from fashion_lightning.repeat import recipe_seeds
+from fashion_lightning.repeat import ACCURACIES, recipe_seeds
 from fashion_lightning.runs import mean_std, read_run, write_table
 from fashion_lightning.study import run_logger
 
@@ -166,9 +166,10 @@ def run_recipe(name: str, fit_args: list[str], seeds: int, logs: Path) -> list[d
                 "fit_seconds": fit_seconds,
             }
         )
+        accuracies = ", ".join(f"{m} {plus_minus(pd.Series([run[m]]), '.2%')}" for m in ACCURACIES)
         print(
-            f"  {name} seed {seed}: test {run['test/acc']:.2%}, val {run['val/acc']:.2%}, "
-            f"{seconds:.1f} s whole command ({run['precision']})",
+            f"  {name} seed {seed}: {accuracies}; {seconds:.1f} s whole command "
+            f"({run['precision']})",
             flush=True,
         )
     return rows
@@ -189,7 +190,11 @@ def with_device(table: pd.DataFrame, unit: float, tutorial_acc: float) -> dict[s
 
 
 def plus_minus(values: pd.Series, fmt: str) -> str:
+    """`mean ± std` as `runs` computes them; the mean alone for one value, `-` for none (a fit
+    cut short before its recipe's first validation has no val/acc)."""
     mean, std = mean_std(values)
+    if math.isnan(mean):
+        return "-"
     return f"{mean:{fmt}}" if math.isnan(std) else f"{mean:{fmt}} ± {std:{fmt}}"
 
 

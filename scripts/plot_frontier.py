@@ -1,6 +1,6 @@
 """The cost curve: test accuracy against the whole `fit` command's time, from the benchmark's CSV.
 
-One point per (recipe, precision, device) of `bench_time_to_accuracy.py --csv`: the mean over its
+One point per (recipe, precision, device, epochs) of `bench_time_to_accuracy.py --csv`: the mean over its
 seeds with one sample std as error bars both ways, time on a log scale. Each device's tutorial
 epoch is a cross, so a ratio can be read off; the field's published figures, which give no time,
 are horizontal lines, and airbench's CIFAR-10 speedrun a point for scale (another data set).
@@ -26,7 +26,8 @@ ANCHORS = (
     (94.9, "Zalando's benchmark: ResNet-18 94.9%"),
 )
 AIRBENCH = (3.0, 94.0, "airbench: CIFAR-10 94% in ~3 s\n(one A100; other data set, for scale)")
-GROUP = ["recipe", "precision", "device"]
+# A recipe cut short (--epochs, --extra) is another point, not a draw of the same one.
+GROUP = ["recipe", "precision", "device", "epochs"]
 
 
 def groups(table: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +55,7 @@ def frontier(table: pd.DataFrame) -> Figure:
             fmt="o",
             color=f"C{i % 10}",
             capsize=3,
-            label=f"{p.recipe}, {p.precision}, {p.device} (n={p.n})",
+            label=f"{p.recipe}, {p.precision}, {p.device}, {p.epochs} epochs (n={p.n})",
         )
         short = p.precision.split("-")[0]  # bf16, 32, 16
         below = i % 2  # alternate so that neighbours' labels do not overlap

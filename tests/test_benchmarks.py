@@ -83,7 +83,9 @@ def test_frontier_is_drawn_from_a_csv(script, tmp_path: Path) -> None:
         ("cnn", "32-true", 0, 0.935, 200.0),
     ]
     table = pd.DataFrame(rows, columns=["recipe", "precision", "seed", "test_acc", "seconds"])
-    table = table.assign(device="AMD EPYC", tutorial_epoch_seconds=31.0, tutorial_test_acc=0.885)
+    table = table.assign(
+        device="AMD EPYC", epochs=4, tutorial_epoch_seconds=31.0, tutorial_test_acc=0.885
+    )
     table.to_csv(tmp_path / "bench.csv", index=False)
     points = plot.groups(table)
     fast = points[points["recipe"] == "cnn_fast"].iloc[0]
