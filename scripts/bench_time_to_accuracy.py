@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def run_recipe(name: str, fit_args: list[str], seeds: int, logs: Path) -> list[d
     rows = []
     for seed in recipe_seeds(base.config, seeds):
         run_dir = logs / name / f"seed_{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a rerun into --logs measures afresh
         seconds = timed_fit([*fit_args, f"--seed_everything={seed}"], run_dir)
         run = read_run(run_dir, logs).row
         fit_seconds = run["fit_s"] or seconds
