@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from jsonargparse import Namespace
 from optuna.trial import TrialState
 
 from fashion_lightning.atomic import atomic_path
@@ -72,8 +73,7 @@ def repeat(
     fit_args = [f"--config={config}", *(fit_args or [])]
     base = make_cli(fit_args, run=False)  # the recipe as given: fails on bad fit options now
     check_validates(base.trainer)
-    first = int(base.config["seed_everything"])
-    wanted = list(range(first, first + seeds))
+    wanted = recipe_seeds(base.config, seeds)
     name = name or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "repeat" / name
     study = open_study(name, storage, folder)  # the first thing written
@@ -85,6 +85,12 @@ def repeat(
         fail_own_trials(study)  # resumes it
         raise
     return summarize(study, wanted, folder)
+
+
+def recipe_seeds(config: Namespace, seeds: int) -> list[int]:
+    """Seed k of N: seed_everything = the recipe's own seed + k (the validation split stays)."""
+    first = int(config["seed_everything"])
+    return list(range(first, first + seeds))
 
 
 def queue_missing(study: optuna.Study, wanted: list[int]) -> None:

@@ -137,9 +137,8 @@ def read_run(folder: Path, root: Path) -> Run:
     status = read_status(folder) or {}
     settings = read_settings(folder)
     history = history_from_events(folder)
-    curve = history[["epoch", "val_acc"]].dropna() if history is not None else None
-    if curve is not None and "val_acc" not in history:
-        curve = None
+    validated = history is not None and "val_acc" in history
+    curve = history[["epoch", "val_acc"]].dropna() if validated else None
     row = {
         "run": str(folder.relative_to(root)) if folder != root else ".",
         "started": started(folder, status),

@@ -198,3 +198,17 @@ def test_bad_input_is_one_paragraph_and_writes_nothing(in_zoo, args, message, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and message in flat(err)
     assert sorted(Path(".").rglob("*")) == before
+
+
+def test_a_run_that_never_validated_has_no_val_acc(tmp_path: Path) -> None:
+    """A recipe that validates every 4th epoch, cut to 1 epoch: its events hold no val/acc."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    with SummaryWriter(run) as writer:
+        writer.add_scalar("epoch", 0, 10)
+        writer.add_scalar("train/loss_epoch", 0.5, 10)
+        writer.add_scalar("test/acc", 0.875, 11)
+    found = runs_module.read_run(run, tmp_path)
+    assert found.curve is None and found.row["val/acc"] is None
+    assert found.row["test/acc"] == 0.875
