@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Every GPU figure of the README in one run, sized for a short lease on one card (about 9 minutes
+# on an H200): the GPU rows of the results table (means over 3 seeds), the WRN recipe (one run,
+# with its calibration), and the ablation of airbench's methods on the fast CNN.
+#
+#   bash scripts/gpu_figures.sh DATA_DIR OUT_DIR [ablation|recipes|wrn ...]
+#
+# Writes OUT_DIR/bench_gpu.csv (scripts/plot_frontier.py draws it), OUT_DIR/ablation_gpu.csv and
+# OUT_DIR/gpu.log (every fit's summary lines). Each stage has its own time limit, so one that
+# overruns costs only itself.
+set -u
+DATA=$1 OUT=$2
+shift 2
+STAGES=${*:-recipes wrn ablation}
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+LOGS=$(mktemp -d)
+LOG=$OUT/gpu.log
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >>"$LOG" 2>&1
+
+bench() {  # bench LIMIT_SECONDS CSV ARGS...: the time-to-accuracy benchmark, its summary in gpu.log
+    local limit=$1 csv=$2
+    shift 2
+    timeout "$limit" python scripts/bench_time_to_accuracy.py --data_dir "$DATA" --csv "$csv" \
+        --logs "$LOGS/$(basename "$csv" .csv)" "$@" >>"$LOG" 2>&1 || echo "bench $* exited $?" >>"$LOG"
+    grep -h -E "Test accuracy|ECE|calibrat" "$LOGS/$(basename "$csv" .csv)"/*/*.log >>"$LOG" 2>/dev/null
+}
+
+fit() {  # fit LABEL ARGS...: one timed fit of the fast CNN, a row of ablation_gpu.csv
+    local label=$1 start end acc
+    shift
+    start=$(date +%s.%N)
+    timeout 60 python -m fashion_lightning fit --config cnn_fast --data.data_dir "$DATA" \
+        --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$LOGS/ablation" \
+        "$@" >"$LOGS/fit.log" 2>&1
+    end=$(date +%s.%N)
+    acc=$(grep -o "Test accuracy: [0-9.]*%" "$LOGS/fit.log" | grep -o "[0-9.]*%")
+    echo "$label,${acc:-failed},$(python -c "print(round($end - $start, 1))"),$*" >>"$OUT/ablation_gpu.csv"
+    [ -n "$acc" ] || tail -5 "$LOGS/fit.log" >>"$LOG"
+}
+
+for stage in $STAGES; do
+    echo "== $stage $(date +%T)" >>"$LOG"
+    case $stage in
+        recipes) bench 200 "$OUT/bench_gpu.csv" --recipes cnn_fast cnn --seeds 3 ;;
+        wrn) bench 330 "$OUT/bench_gpu_wrn.csv" --recipes wrn --seeds 1 ;;
+        ablation)
+            echo "row,test_acc,seconds,options" >"$OUT/ablation_gpu.csv"
+            while IFS='|' read -r label options; do
+                # shellcheck disable=SC2086  # the options are words on purpose
+                fit "$label" $options
+            done <scripts/ablation_rows.txt
+            ;;
+    esac
+done
+echo "== done $(date +%T)" >>"$LOG"
