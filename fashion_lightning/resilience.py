@@ -230,21 +230,39 @@ class EpochEndLastCheckpoint(Checkpoint):
     off, while `LastCheckpoint` still handles signals then (see `trainer.project_callbacks`).
     """
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Name last.ckpt in the ModelCheckpoint's state (after its own `setup` has chosen the
+        folder) before any checkpoint is written, so that the best ones record it too: fit's
+        final test restores the best checkpoint's callback states, and the run's last.ckpt must
+        still be known after that."""
+        checkpoint = last_checkpoint_home(trainer)
+        if stage == "fit" and checkpoint is not None:
+            checkpoint.last_model_path = last_path(checkpoint)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if (
-            isinstance(checkpoint, ModelCheckpoint)
-            and checkpoint.dirpath
-            and not trainer.fast_dev_run
-        ):
+        checkpoint = last_checkpoint_home(trainer)
+        if checkpoint is not None:
             save_last(trainer, checkpoint)
+
+
+def last_checkpoint_home(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The ModelCheckpoint in whose folder last.ckpt lives; None when nothing is written (no
+    checkpointing, or a fast_dev_run)."""
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and not trainer.fast_dev_run:
+        return checkpoint
+    return None
+
+
+def last_path(checkpoint: ModelCheckpoint) -> str:
+    return os.path.join(
+        checkpoint.dirpath, checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
+    )
 
 
 def save_last(trainer: L.Trainer, checkpoint: ModelCheckpoint) -> str:
     """Write the trainer's state to the ModelCheckpoint's last.ckpt (every rank must call this)."""
-    path = os.path.join(
-        checkpoint.dirpath, checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
-    )
+    path = last_path(checkpoint)
     checkpoint.last_model_path = path  # part of the state: the resumed run keeps this name
     trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
     return path
