@@ -2,8 +2,9 @@
 
 - `ExactResume` stores the global random states (augmentation, dropout) in every checkpoint and
   puts them and the training batches' position back right before the first resumed step;
-- `LastCheckpoint` writes `last.ckpt` at every epoch end and every few minutes of training, and on
-  SIGTERM or SIGINT at the next batch boundary, then says how to resume and exits 143 or 130;
+- `LastCheckpoint` writes `last.ckpt` every few minutes of training, and on SIGTERM or SIGINT at
+  the next batch boundary, then says how to resume and exits 143 or 130; `EpochEndLastCheckpoint`
+  writes it at every epoch end, once ModelCheckpoint has recorded that epoch's best;
 - `FiniteLoss` stops at the first NaN or infinite training loss, before the step reaches the weights;
 - `AtomicCheckpointIO` writes checkpoints beside their place and renames them into it;
 - `find_last_checkpoint` is what `--ckpt_path last` means: the newest `last.ckpt` of any run.
@@ -22,7 +23,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -111,11 +112,11 @@ class Stopped(SystemExit):
 
 
 class LastCheckpoint(Callback):
-    """Owns `last.ckpt` (in the ModelCheckpoint's folder): writes it at the end of every epoch,
-    every `every_minutes` of training, and at the batch boundary where SIGTERM (SLURM,
-    Kubernetes, `timeout`) or SIGINT (Ctrl-C) stops the run, which then prints the command that
-    resumes it and exits 143 or 130. A second Ctrl-C quits at once. (Lightning 2.6's own
-    `save_last` rewrites last.ckpt only when a new best checkpoint is saved.)
+    """Owns `last.ckpt` (in the ModelCheckpoint's folder): writes it every `every_minutes` of
+    training and at the batch boundary where SIGTERM (SLURM, Kubernetes, `timeout`) or SIGINT
+    (Ctrl-C) stops the run, which then prints the command that resumes it and exits 143 or 130.
+    A second Ctrl-C quits at once. `EpochEndLastCheckpoint` writes it at every epoch end. (Lightning
+    2.6's own `save_last` rewrites last.ckpt only when a new best checkpoint is saved.)
 
     On one process the signal and the timer are two attribute reads per step. Under DDP the ranks
     agree every `AGREE_EVERY` steps (one tiny all-reduce), so all of them stop at the same step
@@ -181,15 +182,10 @@ class LastCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore_handlers()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if (
-            isinstance(checkpoint, ModelCheckpoint)
-            and checkpoint.dirpath
-            and not trainer.fast_dev_run
-        ):
-            save_last(trainer, checkpoint)
-            self._last_write = time.monotonic()
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """`EpochEndLastCheckpoint` has just written last.ckpt (checkpointing on): the timer
+        counts from there."""
+        self._last_write = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size == 1:  # two attribute reads: nothing to agree on
@@ -222,11 +218,51 @@ class LastCheckpoint(Callback):
         return int(signum), bool(due)
 
 
-def save_last(trainer: L.Trainer, checkpoint: ModelCheckpoint) -> str:
-    """Write the trainer's state to the ModelCheckpoint's last.ckpt (every rank must call this)."""
-    path = os.path.join(
+class EpochEndLastCheckpoint(Checkpoint):
+    """Writes last.ckpt at the end of every training epoch, after ModelCheckpoint.
+
+    ModelCheckpoint records an epoch's new best (and deletes the best it replaces) in its own
+    `on_train_epoch_end` when validation runs every epoch. Lightning calls that hook of
+    `Checkpoint` callbacks after every other callback's (and in their list order), so this one,
+    placed after the ModelCheckpoint, writes a last.ckpt that names the best file that exists;
+    written before, it named the deleted one, and resuming the finished run failed on it. It is a
+    callback of its own because Lightning refuses `Checkpoint` callbacks when checkpointing is
+    off, while `LastCheckpoint` still handles signals then (see `trainer.project_callbacks`).
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Name last.ckpt in the ModelCheckpoint's state (after its own `setup` has chosen the
+        folder) before any checkpoint is written, so that the best ones record it too: fit's
+        final test restores the best checkpoint's callback states, and the run's last.ckpt must
+        still be known after that."""
+        checkpoint = last_checkpoint_home(trainer)
+        if stage == "fit" and checkpoint is not None:
+            checkpoint.last_model_path = last_path(checkpoint)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = last_checkpoint_home(trainer)
+        if checkpoint is not None:
+            save_last(trainer, checkpoint)
+
+
+def last_checkpoint_home(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The ModelCheckpoint in whose folder last.ckpt lives; None when nothing is written (no
+    checkpointing, or a fast_dev_run)."""
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and not trainer.fast_dev_run:
+        return checkpoint
+    return None
+
+
+def last_path(checkpoint: ModelCheckpoint) -> str:
+    return os.path.join(
         checkpoint.dirpath, checkpoint.CHECKPOINT_NAME_LAST + checkpoint.FILE_EXTENSION
     )
+
+
+def save_last(trainer: L.Trainer, checkpoint: ModelCheckpoint) -> str:
+    """Write the trainer's state to the ModelCheckpoint's last.ckpt (every rank must call this)."""
+    path = last_path(checkpoint)
     checkpoint.last_model_path = path  # part of the state: the resumed run keeps this name
     trainer.save_checkpoint(path, weights_only=False)  # the whole state, to resume from
     return path

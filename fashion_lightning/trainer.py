@@ -10,7 +10,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from fashion_lightning.atomic import check_writable
 from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
-from fashion_lightning.resilience import ExactResume, FiniteLoss
+from fashion_lightning.resilience import EpochEndLastCheckpoint, ExactResume, FiniteLoss
 from fashion_lightning.run_status import RunStatus
 from fashion_lightning.trust import FitTrust
 
@@ -41,15 +41,16 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
         FitTrust(),  # after ModelCheckpoint and LastCheckpoint have written their files
     ]
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
-        callbacks.append(
+        callbacks += [
             ModelCheckpoint(
                 monitor="val/acc",
                 mode="max",
                 save_last=False,  # LastCheckpoint writes last.ckpt, at every epoch end and more
                 filename="epoch={epoch}-val_acc={val/acc:.4f}",
                 auto_insert_metric_name=False,
-            )
-        )
+            ),
+            EpochEndLastCheckpoint(),  # after it: last.ckpt names the epoch's best
+        ]
     if trainer.get("logger") not in (False, None):
         callbacks.append(LearningRateMonitor())  # raises without a logger
     if trainer.get("enable_progress_bar") is not False:

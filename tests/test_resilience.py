@@ -438,3 +438,21 @@ def test_a_slurm_requeue_resumes_bit_identically(fake_data_dir, tmp_path) -> Non
     expected, resumed = final_weights(reference), final_weights(job)
     for key in expected:
         assert torch.equal(resumed[key], expected[key]), key
+
+
+@pytest.mark.parametrize("every", [1, 2])  # ModelCheckpoint saves at the epoch's end, or val's
+def test_last_ckpt_records_the_best_checkpoint_of_its_own_epoch(every, tiny_args, run_dir, capsys):
+    """last.ckpt is written after ModelCheckpoint has saved the epoch's best, so resuming a
+    finished run tests a checkpoint that exists (it once named the best it had just replaced)."""
+    args = ["fit", config("mlp"), *tiny_args, "--trainer.limit_train_batches=1"]
+    args += ["--trainer.max_epochs=6", f"--trainer.check_val_every_n_epoch={every}"]
+    cli = cli_main(args)
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert "/epoch=5-" in best  # the last of 6 epochs was the best: the case that failed
+    last = torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["best_model_path"] == best and Path(best).is_file()
+    capsys.readouterr()
+    resumed = cli_main([*args, "--ckpt_path=last"])  # the finished run: nothing left but the test
+    assert "resuming from" in flat(capsys.readouterr().out)
+    assert resumed.trainer.global_step == 6 and "test/acc" in resumed.trainer.callback_metrics
