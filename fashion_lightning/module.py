@@ -21,6 +21,7 @@ from fashion_lightning.calibration import ECE_BINS
 from fashion_lightning.data import Batch
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.inference import flip_averaged, probabilities
+from fashion_lightning.optim.build import OptimizerOptions, build_optimizer
 from fashion_lightning.trust import TRUST_KEY, set_trust
 
 STAGES = ("train", "val", "test")
@@ -47,6 +48,12 @@ class ClassifierModule(L.LightningModule):
         lr_decay: Literal["none", "linear", "cosine"] = "none",
         label_smoothing: float = 0.0,
         tta_flip: bool = False,
+        norm_lr_scale: float = 1.0,
+        norm_weight_decay: float | None = None,
+        muon_lr: float | None = None,
+        lookahead_every: int = 0,
+        lookahead_alpha: float = 0.5,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -60,6 +67,21 @@ class ClassifierModule(L.LightningModule):
                 cross-entropy so their losses compare across configs.
             tta_flip: Test-time augmentation: outside training, average the logits of each image
                 and its mirror image (costs a second forward pass; use with flip-trained nets).
+            norm_lr_scale: Learning rate of every 1-D parameter (BatchNorm weights and biases,
+                layer biases) as a multiple of the optimizer's; airbench trains BatchNorm biases
+                at 64x the rate of the weights.
+            norm_weight_decay: Weight decay of those 1-D parameters (e.g. 0: none, common
+                practice); unset, the optimizer's own.
+            muon_lr: Train the conv and hidden linear weights with Muon (`torch.optim.Muon`,
+                each conv weight orthogonalized as an (out, in*kh*kw) matrix) at this learning
+                rate, e.g. 0.02; the output layer and the 1-D parameters stay with
+                --model.optimizer. Unset: Muon is off.
+            lookahead_every: Lookahead (Zhang et al. 2019): every k optimizer steps move slow
+                weights towards the fast ones and restart from them; 0 is off. The slow weights
+                are saved with the optimizer state and restored on resume.
+            lookahead_alpha: The fraction of the way the slow weights move each time, in (0, 1].
+            compile: `torch.compile` the network for fit (in place: checkpoint keys stay plain).
+                The first steps, and the first evaluation, pay the compile time.
         """
         super().__init__()
         for name, value, high in (
@@ -82,6 +104,11 @@ class ClassifierModule(L.LightningModule):
         self.make_optimizer = optimizer
         self.warmup_fraction, self.lr_decay = warmup_fraction, lr_decay
         self.label_smoothing, self.tta_flip = label_smoothing, tta_flip
+        self.optimizer_options = OptimizerOptions(
+            norm_lr_scale, norm_weight_decay, muon_lr, lookahead_every, lookahead_alpha
+        )
+        check_optimizer_options(self.optimizer_options)
+        self.compile_net = compile
         # Per-stage metric objects ("train" cannot be a ModuleDict key: it is nn.Module.train).
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
@@ -167,15 +194,25 @@ class ClassifierModule(L.LightningModule):
         if endless and (self.warmup_fraction or self.lr_decay != "none"):
             raise FashionLightningError(SCHEDULE_NEEDS_LENGTH)
         try:
-            self.make_optimizer(self.parameters())
+            self._optimizer()
         except (ValueError, TypeError) as e:
             raise FashionLightningError(
                 f"--model.optimizer refuses its settings: {e}. Fix the value, e.g. "
                 f"--model.optimizer.lr 0.001 (learning rates and weight decay are >= 0)."
             ) from None
 
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The one optimizer, from --model.optimizer and the optimizer options (`optim.build`)."""
+        return build_optimizer(self.named_parameters(), self.make_optimizer, self.optimizer_options)
+
+    def setup(self, stage: str) -> None:
+        """Compile the network in place for fit (`nn.Module.compile`): its state_dict keeps its
+        plain keys, so every command loads the checkpoint."""
+        if self.compile_net and stage == "fit":
+            self.net.compile()
+
     def configure_optimizers(self):
-        optimizer = self.make_optimizer(self.parameters())
+        optimizer = self._optimizer()
         if not self.warmup_fraction and self.lr_decay == "none":
             return optimizer
         total = self.trainer.estimated_stepping_batches
@@ -188,6 +225,24 @@ class ClassifierModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def check_optimizer_options(options: OptimizerOptions) -> None:
+    """Refuse option values no optimizer could use, naming the option."""
+    problems = {
+        "norm_lr_scale": options.norm_lr_scale < 0,
+        "norm_weight_decay": (options.norm_weight_decay or 0.0) < 0,
+        "muon_lr": options.muon_lr is not None and options.muon_lr <= 0,
+        "lookahead_every": options.lookahead_every < 0,
+        "lookahead_alpha": not 0 < options.lookahead_alpha <= 1,
+    }
+    for name, bad in problems.items():
+        if bad:
+            raise FashionLightningError(
+                f"--model.{name} is {getattr(options, name)}; learning rates, their scales and "
+                f"weight decay are >= 0 (muon_lr > 0, or unset for no Muon), lookahead_every is "
+                f"a number of steps (0: off) and lookahead_alpha lies in (0, 1]."
+            )
 
 
 class WarmupDecaySchedule(torch.optim.lr_scheduler.LambdaLR):

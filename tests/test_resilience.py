@@ -110,6 +110,12 @@ RESUME_CASES = [  # recipe, signal, global step at which it arrives (5 batches a
         [],
     ),  # after an epoch boundary; crop, flip, dropout, warm-up + cosine
     ("mlp", signal.SIGTERM, 2, ["--trainer.limit_train_batches=3"]),  # last batch within a limit
+    (  # between two Lookahead syncs (slow != fast), with Muon and a norm group in the state
+        "cnn",
+        signal.SIGTERM,
+        3,
+        ["--model.lookahead_every=3", "--model.muon_lr=0.02", "--model.norm_lr_scale=4"],
+    ),
 ]
 
 
