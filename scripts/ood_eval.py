@@ -16,8 +16,9 @@ nothing committed), with fixed seeds, and runs `predict --data.predict_path` on 
 Prints the AUROC of `ood_score` between fashion/ and digits/, and the share of photos/ and
 products/ flagged `not clothing`. Then compares, on the same 28x28 images, the three candidate
 scores (the max calibrated softmax, the energy score that ships, and the Mahalanobis distance of
-the penultimate features fitted on 10,000 training images), each thresholded on the validation
-split at 5%, 2% and 1%, with self-made out-of-domain images (noise, shapes) beside them.
+the penultimate features fitted on 10,000 training images) and the pair of energy and Mahalanobis
+that ships, each thresholded on the validation split at 5%, 2% and 1%, with self-made
+out-of-domain images (noise, shapes) beside them.
 Needs the `ood` extra: pip install -e '.[ood]'.
 """
 
@@ -39,7 +40,7 @@ from fashion_lightning.callbacks import PredictionWriter
 from fashion_lightning.checkpoint import Checkpoint, load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.data import FashionMNISTDataModule, normalize
-from fashion_lightning.ood import FLAG_RATE, MahalanobisScore, energy
+from fashion_lightning.ood import FLAG_RATE, EnergyMahalanobisScore, MahalanobisScore, energy
 from fashion_lightning.trust import TrustedClassifier, trust_of
 
 SEED = 0
@@ -175,14 +176,18 @@ def outputs(trusted: TrustedClassifier, images: np.ndarray) -> tuple[torch.Tenso
 def candidates(
     trusted: TrustedClassifier, mahalanobis: MahalanobisScore, outputs: tuple
 ) -> dict[str, np.ndarray]:
-    """Three candidate scores (higher = further from clothing) from features and logits."""
+    """The candidate scores (higher = further from clothing) from features and logits: the
+    three alone, and the checkpoint's own (the pair of energy and Mahalanobis that ships)."""
     features, logits = outputs
     z = logits / trusted.temperature
-    return {
+    scores = {
         "max softmax": -z.softmax(-1).max(-1).values.numpy(),
         "energy": energy(logits, trusted.temperature).numpy(),
         "mahalanobis": mahalanobis.distance(features).numpy(),
     }
+    if isinstance(trusted.ood, EnergyMahalanobisScore):  # not in checkpoints fitted before it
+        scores["energy + mahalanobis"] = trusted.ood(features, logits, trusted.temperature).numpy()
+    return scores
 
 
 def compare(ckpt_path: str, sets: dict, val: np.ndarray, train: tuple) -> pd.DataFrame:

@@ -16,7 +16,14 @@ from fashion_lightning.calibration import calibration_error, fit_temperature, re
 from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.ood import FLAG_RATE, MahalanobisScore, split_head
+from fashion_lightning.ood import (
+    FLAG_RATE,
+    EnergyMahalanobisScore,
+    EnergyScore,
+    MahalanobisScore,
+    ood_score_of,
+    split_head,
+)
 from fashion_lightning.trust import TRUST_KEY
 
 
@@ -59,13 +66,16 @@ def test_split_head_gives_the_networks_own_output(net: torch.nn.Module) -> None:
     assert head.weight is [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1].weight
 
 
+def clusters(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n features (n, 8) around 3 class centres fixed by the seed, and their labels (n,)."""
+    centres = 5 * torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(n) % 3
+    return centres[labels] + torch.randn(n, 8, generator=generator), labels
+
+
 def test_mahalanobis_flags_a_far_batch_and_few_of_its_own_kind() -> None:
     generator = torch.Generator().manual_seed(0)
-    centres = 5 * torch.randn(3, 8, generator=generator)
-    labels = torch.arange(3000) % 3
-    train = centres[labels] + torch.randn(3000, 8, generator=generator)
-    val = centres[labels[:1000]] + torch.randn(1000, 8, generator=generator)
-    test = centres[labels[:1000]] + torch.randn(1000, 8, generator=generator)
+    (train, labels), (val, _), (test, _) = (clusters(n, generator) for n in (3000, 1000, 1000))
     far = 8 + torch.randn(200, 8, generator=generator)  # away from every class
     score = MahalanobisScore.fit(train, labels, val, num_classes=3)
     assert ((score(val) > 1).float().mean()).item() == pytest.approx(FLAG_RATE, abs=0.01)
@@ -73,12 +83,34 @@ def test_mahalanobis_flags_a_far_batch_and_few_of_its_own_kind() -> None:
     assert (score(far) > 1).all()
 
 
+def test_the_pair_flags_what_either_score_flags_and_few_garments() -> None:
+    """Features off the training data with confident logits (only Mahalanobis sees them), and
+    features near a class with flat logits (only the energy sees them), are both flagged; the
+    validation split is flagged at FLAG_RATE; and its state round-trips through a checkpoint."""
+    generator = torch.Generator().manual_seed(0)
+    (train, labels), (val, val_labels) = (clusters(n, generator) for n in (3000, 1000))
+    val_logits = 4 * torch.nn.functional.one_hot(val_labels, 3) + torch.randn(1000, 3)
+    score = EnergyMahalanobisScore.fit((train, labels), val, val_logits, 1.0, num_classes=3)
+    t = torch.tensor(1.0)
+    assert ((score(val, val_logits, t) > 1).float().mean()).item() == pytest.approx(
+        FLAG_RATE, abs=0.01
+    )
+    far, confident = 8 + torch.randn(50, 8, generator=generator), val_logits[:50]
+    near, flat = val[:50], torch.zeros(50, 3)
+    assert (score(far, confident, t) > 1).all() and (score(near, flat, t) > 1).all()
+    again = ood_score_of(score.state())
+    torch.testing.assert_close(again(far, confident, t), score(far, confident, t))
+    assert isinstance(ood_score_of({"threshold": torch.tensor(0.0)}), EnergyScore)  # older fits
+
+
 def test_fit_writes_the_temperature_and_ood_fit_into_best_and_last(fitted: Path) -> None:
     for path in (fitted, fitted.parent / "last.ckpt"):
         trust = torch.load(path, weights_only=True)[TRUST_KEY]
         assert trust["temperature"] > 0 and trust["temperature"] != 1.0
         assert trust["val_ece_after"] <= trust["val_ece_before"]
-        assert set(trust["ood"]) == {"threshold"} and torch.isfinite(trust["ood"]["threshold"])
+        pair = {"energy_threshold", "means", "precision", "distance_threshold", "scale"}
+        assert set(trust["ood"]) == pair
+        assert all(torch.isfinite(v).all() for v in trust["ood"].values())
     model = load_model(fitted)
     assert model.temperature == torch.load(fitted, weights_only=True)[TRUST_KEY]["temperature"]
 
