@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import COMMAND, FittedRun, config, flat
+from conftest import AIRBENCH_OPTIONS, COMMAND, FittedRun, config, flat
 
 from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.cli import cli_main
@@ -110,6 +110,7 @@ RESUME_CASES = [  # recipe, signal, global step at which it arrives (5 batches a
         [],
     ),  # after an epoch boundary; crop, flip, dropout, warm-up + cosine
     ("mlp", signal.SIGTERM, 2, ["--trainer.limit_train_batches=3"]),  # last batch within a limit
+    ("cnn_fast", signal.SIGTERM, 6, AIRBENCH_OPTIONS),  # whitened stem, alternating flip: epoch 2
 ]
 
 
