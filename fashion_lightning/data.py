@@ -9,6 +9,7 @@ happen once per batch as tensor ops in `on_after_batch_transfer`, i.e. on the GP
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -113,7 +114,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: int = 5000,
         seed: int = 0,
         random_crop: int = 0,
-        horizontal_flip: bool = False,
+        horizontal_flip: bool | Literal["alternate"] = False,
         random_erasing: float = 0.0,
         download: bool = True,
         predict_path: str | None = None,
@@ -128,7 +129,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
             seed: Seed of the train/validation split and of the shuffling order.
             random_crop: Training augmentation: pad by this many pixels and crop back to 28x28 at a
                 random offset (0 turns it off).
-            horizontal_flip: Training augmentation: mirror half of each batch left to right.
+            horizontal_flip: Training augmentation: true mirrors a random half of each batch
+                left to right; "alternate" mirrors each image in every other epoch instead
+                (airbench's derandomised flip): a seeded hash of the sample picks its side in the
+                first epoch, then it alternates, so two epochs see every image both ways.
             random_erasing: Training augmentation: the probability that an image gets a random
                 rectangle (2% to 40% of its area, aspect 0.3 to 3.3) replaced by noise (Zhong et
                 al., arXiv:1708.04896). 0 turns it off.
@@ -235,17 +239,26 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if trainer is not None and trainer.predicting:
             return batch
         training = trainer is not None and trainer.training
-        return self.transform(images, augment=training), labels, index
+        epoch = trainer.current_epoch if trainer is not None else 0
+        return self.transform(images, augment=training, index=index, epoch=epoch), labels, index
 
     @staticmethod
     def to_uint8(x: Tensor) -> Tensor:
         """Undo `transform`'s normalization: float batch -> uint8 images for display."""
         return (x * idx.PIXEL_STD + idx.PIXEL_MEAN).mul(255).round().clamp(0, 255).to(torch.uint8)
 
-    def transform(self, images: Tensor, augment: bool = False) -> Tensor:
-        """uint8 (B, 1, 28, 28) -> normalized float32, augmented when `augment` is set."""
+    def transform(
+        self, images: Tensor, augment: bool = False, index: Tensor | None = None, epoch: int = 0
+    ) -> Tensor:
+        """uint8 (B, 1, 28, 28) -> normalized float32, augmented when `augment` is set; the
+        alternating flip mirrors by the samples' `index` in the split (default: their position
+        in the batch) and the `epoch`."""
+        flip: bool | Tensor = bool(self.horizontal_flip)
+        if augment and self.horizontal_flip == "alternate":
+            index = torch.arange(len(images)) if index is None else index
+            flip = alternating_mirror(index.to(images.device), epoch, self.seed)
         if augment and (self.random_crop or self.horizontal_flip):  # on uint8: 4x fewer bytes
-            images = random_crop_flip(images, self.random_crop, self.horizontal_flip)
+            images = random_crop_flip(images, self.random_crop, flip)
         if augment and self.random_erasing:
             images = random_erase(images, self.random_erasing)
         return normalize(images)
@@ -262,21 +275,34 @@ def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long()
 
 
-def random_crop_flip(x: Tensor, pad: int, flip: bool) -> Tensor:
-    """Shift each image by its own random offset in [-pad, pad]^2, filling with black, and, if
-    `flip`, mirror a random half of them: all in one gather from the zero-padded batch, since a
-    mirrored crop just reads its columns right to left."""
+def random_crop_flip(x: Tensor, pad: int, flip: bool | Tensor) -> Tensor:
+    """Shift each image by its own random offset in [-pad, pad]^2, filling with black, and
+    mirror a random half of them if `flip` is True, or those marked in `flip` (B,) bool: all in
+    one gather from the zero-padded batch, since a mirrored crop reads its columns right to
+    left."""
     b, _, h, w = x.shape
     padded = torch.nn.functional.pad(x[:, 0], (pad, pad, pad, pad))  # (B, H + 2 pad, W + 2 pad)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device)
     cols = torch.arange(w, device=x.device).expand(b, w)
-    if flip:
+    if isinstance(flip, Tensor):
+        cols = torch.where(flip[:, None], cols.flip(-1), cols)
+    elif flip:
         mirrored = torch.rand(b, 1, device=x.device) < 0.5
         cols = torch.where(mirrored, cols.flip(-1), cols)
     rows = (torch.arange(h, device=x.device) + dy)[:, :, None]  # (B, H, 1)
     cols = (cols + dx)[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded[batch, rows, cols].unsqueeze(1)  # (B, 1, H, W)
+
+
+def alternating_mirror(index: Tensor, epoch: int, seed: int) -> Tensor:
+    """(B,) bool: whether the samples `index` (B,) int64 are mirrored in `epoch`. A sample's
+    first side is one bit of an integer hash of (seed, index), so it is the same on every DDP
+    rank and after a resume (the trainer restores the epoch); then it alternates."""
+    h = index * 0x9E3779B1 + seed * 0x85EBCA77  # int64 arithmetic wraps: a hash, not a sum
+    h = (h ^ (h >> 16)) * 0x45D9F3B  # two rounds of xor-shift-multiply mix every input bit
+    h = (h ^ (h >> 16)) * 0x45D9F3B
+    return ((h >> 16) & 1).bool() ^ bool(epoch % 2)
 
 
 def random_erase(x: Tensor, p: float, area: tuple[float, float] = (0.02, 0.4)) -> Tensor:

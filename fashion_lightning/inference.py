@@ -10,16 +10,11 @@ from fashion_lightning.data import normalize
 from fashion_lightning.trust import trust_of
 
 
-def flip_averaged(net: nn.Module, x: Tensor) -> Tensor:
-    """Flip test-time augmentation: the mean logits of each image and its mirror image."""
-    return (net(x) + net(x.flip(-1))) / 2
-
-
 def probabilities(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
     """uint8 images (N, 1, 28, 28) -> (class probabilities (N, C) float32, temperature-scaled;
     ood score (N,) float32, above 1 "not clothing", NaN without an ood fit) of a
-    `ClassifierModule`: the normalization, the network (averaged with the mirror image under
-    flip test-time augmentation), the temperature, the softmax and the ood score."""
+    `ClassifierModule`: the normalization, the network (averaged over the views of its
+    test-time augmentation, `tta`), the temperature, the softmax and the ood score."""
     return trust_of(model).to(images.device)(normalize(images))
 
 
@@ -30,7 +25,7 @@ class ProbabilityModel(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         """
         Args:
-            model: A `ClassifierModule` (or anything with its `net`, `tta_flip`, `temperature`
+            model: A `ClassifierModule` (or anything with its `net`, `tta`, `temperature`
                 and `ood_state`).
         """
         super().__init__()

@@ -18,13 +18,17 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from fashion_lightning.calibration import ECE_BINS
-from fashion_lightning.data import Batch
+from fashion_lightning.data import Batch, normalize
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.inference import flip_averaged, probabilities
+from fashion_lightning.inference import probabilities
 from fashion_lightning.optim.build import OptimizerOptions, build_optimizer
 from fashion_lightning.trust import TRUST_KEY, set_trust
+from fashion_lightning.tta import TTA, resolve_tta, tta_averaged
 
 STAGES = ("train", "val", "test")
+# Layers that initialise from data (the whitened stem) see this many training images, the first
+# of the split's fixed order: airbench's 5000, ample for a covariance of a few dozen dimensions.
+DATA_INIT_IMAGES = 5000
 SCHEDULE_NEEDS_LENGTH = (
     "A learning-rate schedule (--model.lr_decay or --model.warmup_fraction) needs to know the "
     "run's length: set --trainer.max_epochs or --trainer.max_steps to a positive number."
@@ -54,6 +58,7 @@ class ClassifierModule(L.LightningModule):
         lookahead_every: int = 0,
         lookahead_alpha: float = 0.5,
         compile: bool = False,
+        tta: TTA = "none",
     ) -> None:
         """
         Args:
@@ -67,6 +72,10 @@ class ClassifierModule(L.LightningModule):
                 cross-entropy so their losses compare across configs.
             tta_flip: Test-time augmentation: outside training, average the logits of each image
                 and its mirror image (costs a second forward pass; use with flip-trained nets).
+                The same as `tta: flip`, kept so that older configs and checkpoints load.
+            tta: Test-time augmentation outside training (`fashion_lightning.tta`): "none";
+                "flip" (as tta_flip); "flip_translate": also the mirror pair shifted by one
+                pixel up-left and down-right, weighted as airbench does (6 forward passes).
             norm_lr_scale: Learning rate of every 1-D parameter (BatchNorm weights and biases,
                 layer biases) as a multiple of the optimizer's; airbench trains BatchNorm biases
                 at 64x the rate of the weights.
@@ -109,6 +118,7 @@ class ClassifierModule(L.LightningModule):
         )
         check_optimizer_options(self.optimizer_options)
         self.compile_net = compile
+        self.tta = resolve_tta(tta, tta_flip)
         # Per-stage metric objects ("train" cannot be a ModuleDict key: it is nn.Module.train).
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
@@ -120,7 +130,25 @@ class ClassifierModule(L.LightningModule):
         set_trust(self, None)  # T = 1 and no ood score until fitted (trust.FitTrust)
 
     def forward(self, x: Tensor) -> Tensor:
-        return flip_averaged(self.net, x) if self.tta_flip and not self.training else self.net(x)
+        return self.net(x) if self.training else tta_averaged(self.net, x, self.tta)
+
+    def on_fit_start(self) -> None:
+        """Layers of the network with an `init_from_data` (`models.whitening.WhiteningConv2d`)
+        set themselves from the training images, as the network sees them, before the first
+        step; a resumed fit's layers keep what the checkpoint restored."""
+        layers = [m for m in self.net.modules() if hasattr(m, "init_from_data")]
+        if not layers:
+            return
+        splits = getattr(self.trainer.datamodule, "splits", {})
+        if "train" not in splits:
+            raise FashionLightningError(
+                "--model.net.init_args.whiten_stem sets the first convolution from the training "
+                "images, so it needs the project's FashionMNISTDataModule (--data); turn it off "
+                "to fit from other data."
+            )
+        images = normalize(splits["train"][0][:DATA_INIT_IMAGES])
+        for layer in layers:
+            layer.init_from_data(images)
 
     def _step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         """The step shared by train, val and test: the loss, and the epoch metrics' running sums."""

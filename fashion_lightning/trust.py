@@ -22,6 +22,7 @@ from fashion_lightning.atomic import atomic_path
 from fashion_lightning.calibration import calibration_error, fit_temperature
 from fashion_lightning.data import normalize
 from fashion_lightning.ood import EnergyMahalanobisScore, EnergyScore, ood_score_of, split_head
+from fashion_lightning.tta import TTA, tta_averaged
 
 TRUST_KEY = "trust"
 
@@ -30,27 +31,26 @@ class TrustedClassifier(nn.Module):
     """Normalized images (N, 1, 28, 28) -> (calibrated class probabilities (N, C) float32,
     ood score (N,) float32: > 1 is "not clothing", NaN when the checkpoint has no ood fit).
 
-    With flip test-time augmentation the penultimate features of an image and its mirror image
-    are averaged; since the head is linear, its logits are exactly the averaged logits."""
+    With test-time augmentation the penultimate features of an image's views (`tta`) are
+    averaged; since the head is linear and the weights sum to 1, its logits are exactly the
+    averaged logits."""
 
     def __init__(
         self,
         net: nn.Module,
-        tta_flip: bool = False,
+        tta: TTA = "none",
         temperature: float = 1.0,
         ood: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.body, self.head = split_head(net)
-        self.tta_flip = tta_flip
+        self.tta = tta
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.ood = ood_score_of(ood) if ood is not None else None
 
     def features_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Penultimate features (N, D) and (uncalibrated) logits (N, C)."""
-        features = self.body(x)
-        if self.tta_flip:
-            features = (features + self.body(x.flip(-1))) / 2
+        features = tta_averaged(self.body, x, self.tta)
         return features, self.head(features)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,7 +65,7 @@ class TrustedClassifier(nn.Module):
 
 def trust_of(model: nn.Module) -> TrustedClassifier:
     """The TrustedClassifier of a `ClassifierModule` (its network, TTA and fitted values)."""
-    return TrustedClassifier(model.net, model.tta_flip, model.temperature, model.ood_state)
+    return TrustedClassifier(model.net, model.tta, model.temperature, model.ood_state)
 
 
 class FitTrust(Callback):
@@ -132,7 +132,7 @@ def fit_trust(trainer: L.Trainer, pl_module: L.LightningModule, splits: dict) ->
     ECE before and after scaling."""
     was_training = pl_module.training
     pl_module.eval()
-    trusted = TrustedClassifier(pl_module.net, pl_module.tta_flip)
+    trusted = TrustedClassifier(pl_module.net, pl_module.tta)
     val_images, val_labels = splits["val"]
     val_features, val_logits = gathered_outputs(trainer, trusted, val_images)
     train_images, train_labels = (t[:MAHALANOBIS_IMAGES] for t in splits["train"])

@@ -182,25 +182,27 @@ def listing(folder: Path) -> list[tuple[str, int, int]]:
 @pytest.fixture(scope="session")
 def fit_once(
     fake_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[str], FittedRun]]:
-    """Fit a recipe on the synthetic data at most once a session, each in its own folder. At the
-    end of the session, fail if a test wrote into a shared run (it should use a copy)."""
+) -> Iterator[Callable[..., FittedRun]]:
+    """Fit a recipe (with extra options) on the synthetic data at most once a session, each in its
+    own folder. At the end of the session, fail if a test wrote into a shared run (it should use
+    a copy)."""
     fitted: dict[str, FittedRun] = {}
     listings: dict[str, list[tuple[str, int, int]]] = {}
 
-    def fit(recipe: str) -> FittedRun:
-        if recipe not in fitted:
+    def fit(recipe: str, *extra: str) -> FittedRun:
+        key = " ".join([recipe, *extra])
+        if key not in fitted:
             folder = tmp_path_factory.mktemp(f"fit_{recipe}")
             with pytest.MonkeyPatch.context() as monkeypatch:
                 enter_run_dir(monkeypatch, folder)
-                options = [*tiny_options(fake_data_dir), *SHARED_FIT_OPTIONS]
+                options = [*tiny_options(fake_data_dir), *SHARED_FIT_OPTIONS, *extra]
                 cli = cli_main(["fit", config(recipe), *options])
                 run = Path(cli.trainer.log_dir).resolve()
                 best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
             metrics = {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
-            fitted[recipe] = FittedRun(folder.resolve(), run, best, metrics, cli.model)
-            listings[recipe] = listing(folder)
-        return fitted[recipe]
+            fitted[key] = FittedRun(folder.resolve(), run, best, metrics, cli.model)
+            listings[key] = listing(folder)
+        return fitted[key]
 
     yield fit
     for recipe, run in fitted.items():
@@ -217,6 +219,23 @@ def mlp_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
 def cnn_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
     """The session's tiny CNN fit (cnn_fast): read it, never write into its folder."""
     return fit_once("cnn_fast")
+
+
+# airbench's network and data methods all on (test_whitening.py, test_data.py, test_tta.py test
+# each alone): a whitened stem, dirac init, alternating flips, flip x translate TTA
+AIRBENCH_OPTIONS = [
+    "--model.net.init_args.whiten_stem=true",
+    "--model.net.init_args.dirac_init=true",
+    "--data.horizontal_flip=alternate",
+    "--model.tta=flip_translate",
+]
+
+
+@pytest.fixture(scope="session")
+def airbench_fit(fit_once: Callable[..., FittedRun]) -> FittedRun:
+    """The session's tiny cnn_fast fit with `AIRBENCH_OPTIONS` and the stem frozen (so its
+    checkpoint still holds the whitening filters): read it, never write into it."""
+    return fit_once("cnn_fast", *AIRBENCH_OPTIONS, "--model.net.init_args.freeze_stem=true")
 
 
 @pytest.fixture

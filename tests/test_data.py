@@ -119,6 +119,22 @@ def test_crop_and_flip_together_keep_every_pixel_of_a_centred_image() -> None:
     assert 20 < rising.sum() < 80  # some mirrored, some not
 
 
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch(fake_data_dir: Path) -> None:
+    dm = loaded(fake_data_dir)
+    dm.horizontal_flip = "alternate"
+    x = torch.arange(28, dtype=torch.uint8).expand(200, 1, 28, 28)
+    index = torch.randperm(200, generator=torch.Generator().manual_seed(0))
+    mirrored = [
+        dm.to_uint8(dm.transform(x, augment=True, index=index, epoch=e))[:, 0, 0, 0] == 27
+        for e in range(3)
+    ]
+    assert 60 < mirrored[0].sum() < 140  # the first epoch mirrors a hashed half
+    assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
+    again = dm.transform(x[:10], augment=True, index=index[:10], epoch=1)  # a resumed epoch 1
+    assert torch.equal(dm.to_uint8(again)[:, 0, 0, 0] == 27, mirrored[1][:10])
+    assert torch.equal(dm.transform(x, index=index, epoch=1), dm.transform(x))  # eval: never
+
+
 def test_transform_round_trips_to_uint8(fake_data_dir: Path) -> None:
     images = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
     dm = loaded(fake_data_dir)

@@ -20,7 +20,8 @@ from fashion_lightning.inference import ProbabilityModel
 BATCH_SIZES = (1, 100)
 
 
-@pytest.fixture(params=["mlp_fit", "cnn_fit"])  # cnn_fit: a CNN with flip TTA
+# cnn_fit: a CNN with flip TTA; airbench_fit: with flip x translate TTA and a whitened stem
+@pytest.fixture(params=["mlp_fit", "cnn_fit", "airbench_fit"])
 def checkpoint(request, run_dir: Path) -> str:
     """The best checkpoint of a shared tiny fit, copied here: the export is written beside it."""
     fitted: FittedRun = request.getfixturevalue(request.param)

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import COMMAND, FittedRun, config, flat
+from conftest import AIRBENCH_OPTIONS, COMMAND, FittedRun, config, flat
 
 from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.cli import cli_main
@@ -116,6 +116,7 @@ RESUME_CASES = [  # recipe, signal, global step at which it arrives (5 batches a
         3,
         ["--model.lookahead_every=3", "--model.muon_lr=0.02", "--model.norm_lr_scale=4"],
     ),
+    ("cnn_fast", signal.SIGTERM, 6, AIRBENCH_OPTIONS),  # whitened stem, alternating flip: epoch 2
 ]
 
 

@@ -7,6 +7,7 @@ about 2.9x faster on CPU than conv -> BN -> ReLU -> pool in the default layout (
 """
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal
 
 import torch
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from fashion_lightning.errors import FashionLightningError, check_dropout
 from fashion_lightning.models.mlp import MLP
+from fashion_lightning.models.whitening import dirac_init_, stem_conv
 
 
 class CNN(nn.Module):
@@ -28,6 +30,9 @@ class CNN(nn.Module):
         batch_norm: bool = True,
         channels_last: bool = True,
         stem_stride: Literal[1, 2] = 1,
+        whiten_stem: bool = False,
+        freeze_stem: bool = False,
+        dirac_init: bool = False,
     ) -> None:
         """
         Args:
@@ -40,6 +45,12 @@ class CNN(nn.Module):
             stem_stride: 1: the first block convolves at full resolution, then max-pools; 2: its
                 convolution strides by 2 instead, with no pooling: half the cost of a training
                 step on CPU, where the full-resolution max-pool is the most expensive op.
+            whiten_stem: Set the first convolution, when `fit` starts, to whiten the training
+                images' 3x3 patches (`models.whitening`): its first 18 channels are the 9 patch
+                eigenvectors and their negatives, scaled to unit variance; the rest stay random.
+            freeze_stem: Keep those whitening filters fixed in training (needs whiten_stem).
+            dirac_init: Start every later convolution as the identity on its first input-many
+                output channels (airbench's dirac init).
         """
         super().__init__()
         check_dropout(dropout)
@@ -51,7 +62,8 @@ class CNN(nn.Module):
         blocks: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([1, *channels], channels)):
             stride = stem_stride if i == 0 else 1
-            conv = nn.Conv2d(
+            first = partial(stem_conv, whiten=whiten_stem, frozen=freeze_stem)
+            conv = (first if i == 0 else nn.Conv2d)(
                 c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=not batch_norm
             )
             blocks += [conv, nn.MaxPool2d(2) if stride == 1 else nn.Identity()]
@@ -61,6 +73,8 @@ class CNN(nn.Module):
         side = 28 // 2 ** len(channels)
         self.dropout = nn.Dropout(dropout)
         self.head = MLP(num_classes, [hidden_size], dropout, in_features=channels[-1] * side * side)
+        if dirac_init:
+            dirac_init_(self.features, stem=self.features[0])
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from fashion_lightning.errors import FashionLightningError, check_dropout
+from fashion_lightning.models.whitening import dirac_init_, stem_conv
 
 
 class PreActBlock(nn.Module):
@@ -53,6 +54,9 @@ class ResNet(nn.Module):
         dropout: float = 0.0,
         stem_stride: Literal[1, 2] = 1,
         channels_last: bool = True,
+        whiten_stem: bool = False,
+        freeze_stem: bool = False,
+        dirac_init: bool = False,
     ) -> None:
         """
         Args:
@@ -65,6 +69,12 @@ class ResNet(nn.Module):
             stem_stride: 1: the stages run at 28, 14, 7 pixels; 2: the stem halves the image, so
                 they run at 14, 7, 4, for about 1/3.6 of the compute.
             channels_last: Compute in NHWC memory layout, faster for convolutions on CPU and GPU.
+            whiten_stem: Set the stem, when `fit` starts, to whiten the training images' 3x3
+                patches (`models.whitening`): its first 18 channels are the 9 patch eigenvectors
+                and their negatives, scaled to unit variance; the rest stay random.
+            freeze_stem: Keep those whitening filters fixed in training (needs whiten_stem).
+            dirac_init: Start every later convolution with at least as many outputs as inputs
+                as the identity on its first input-many output channels (airbench's dirac init).
         """
         super().__init__()
         check_dropout(dropout)
@@ -77,7 +87,16 @@ class ResNet(nn.Module):
             raise FashionLightningError("ResNet width and base_channels must be at least 1.")
         blocks_per_stage = (depth - 4) // 6
         widths = [base_channels * width * 2**i for i in range(3)]
-        self.stem = nn.Conv2d(1, base_channels, 3, stride=stem_stride, padding=1, bias=False)
+        self.stem = stem_conv(
+            1,
+            base_channels,
+            3,
+            stride=stem_stride,
+            padding=1,
+            bias=False,
+            whiten=whiten_stem,
+            frozen=freeze_stem,
+        )
         layers: list[nn.Module] = []
         c_in = base_channels
         for stage, c_out in enumerate(widths):
@@ -93,6 +112,8 @@ class ResNet(nn.Module):
             nn.Flatten(),
             nn.Linear(c_in, num_classes),
         )
+        if dirac_init:
+            dirac_init_(self, stem=self.stem)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
