@@ -7,13 +7,15 @@
 #
 #   bash scripts/gpu_figures.sh DATA_DIR OUT_DIR [ablation|recipes|wrn ...]
 #
+# EXTRA="--trainer.max_epochs=1 ..." passes options to every fit (a quick rehearsal on a CPU).
+#
 # Writes OUT_DIR/bench_gpu.csv (scripts/plot_frontier.py draws it), OUT_DIR/ablation_gpu.csv and
 # OUT_DIR/gpu.log (every fit's summary lines). Each stage has its own time limit, so one that
 # overruns costs only itself.
 set -u
 DATA=$1 OUT=$2
 shift 2
-STAGES=${*:-recipes wrn ablation}
+STAGES=${*:-recipes wrn ablation resnet}
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PYTHON=${PYTHON:-python3}
@@ -25,36 +27,41 @@ bench() {  # bench LIMIT_SECONDS CSV ARGS...: the time-to-accuracy benchmark, it
     local limit=$1 csv=$2
     shift 2
     timeout "$limit" "$PYTHON" scripts/bench_time_to_accuracy.py --data_dir "$DATA" --csv "$csv" \
-        --logs "$LOGS/$(basename "$csv" .csv)" "$@" >>"$LOG" 2>&1 || echo "bench $* exited $?" >>"$LOG"
-    grep -h -E "Test accuracy|ECE|calibrat" "$LOGS/$(basename "$csv" .csv)"/*/*.log >>"$LOG" 2>/dev/null
+        --logs "$LOGS/$(basename "$csv" .csv)" "$@" ${EXTRA:+--extra="$EXTRA"} >>"$LOG" 2>&1 || echo "bench $* exited $?" >>"$LOG"
+    find "$LOGS/$(basename "$csv" .csv)" -name "*.log" -exec grep -H -E "Test accuracy|ECE|Calibrated" {} + >>"$LOG"
 }
 
-fit() {  # fit LABEL SEED ARGS...: one timed fit of the fast CNN, a row of ablation_gpu.csv
-    local label=$1 seed=$2 start end acc
-    shift 2
+fit() {  # fit RECIPE LABEL SEED ARGS...: one timed fit, a row of ablation_gpu.csv
+    local recipe=$1 label=$2 seed=$3 start end acc ece
+    shift 3
     start=$(date +%s.%N)
-    timeout 60 "$PYTHON" -m fashion_lightning fit --config cnn_fast --data.data_dir "$DATA" \
+    timeout 150 "$PYTHON" -m fashion_lightning fit --config "$recipe" --data.data_dir "$DATA" \
         --trainer.enable_progress_bar=false --trainer.logger.init_args.save_dir="$LOGS/ablation" \
-        --seed_everything="$seed" "$@" >"$LOGS/fit.log" 2>&1
+        --seed_everything="$seed" "$@" ${EXTRA:-} >"$LOGS/fit.log" 2>&1
     end=$(date +%s.%N)
     acc=$(grep -o "Test accuracy: [0-9.]*%" "$LOGS/fit.log" | grep -o "[0-9.]*%")
-    echo "$label,$seed,${acc:-failed},$("$PYTHON" -c "print(round($end - $start, 1))"),$*" >>"$OUT/ablation_gpu.csv"
+    ece=$(grep -o "[0-9.]*% calibrated" "$LOGS/fit.log" | grep -o "^[0-9.]*%")
+    echo "$recipe,$label,$seed,${acc:-failed},${ece:-},$("$PYTHON" -c "print(round($end - $start, 1))"),$*" >>"$OUT/ablation_gpu.csv"
     [ -n "$acc" ] || tail -5 "$LOGS/fit.log" >>"$LOG"
 }
 
+echo "recipe,row,seed,test_acc,test_ece,seconds,options" >"$OUT/ablation_gpu.csv"
 for stage in $STAGES; do
     echo "== $stage $(date +%T)" >>"$LOG"
     case $stage in
         recipes) bench 200 "$OUT/bench_gpu.csv" --recipes cnn_fast cnn --seeds 3 ;;
         wrn) bench 330 "$OUT/bench_gpu_wrn.csv" --recipes wrn --seeds 1 & ;;  # beside the ablation
         ablation)
-            echo "row,seed,test_acc,seconds,options" >"$OUT/ablation_gpu.csv"
             for seed in 0 1; do
                 while IFS='|' read -r label options; do
                     # shellcheck disable=SC2086  # the options are words on purpose
-                    fit "$label" "$seed" $options
+                    fit cnn_fast "$label" "$seed" $options
                 done <scripts/ablation_rows.txt
             done
+            ;;
+        resnet)  # Muon on the CPU ResNet recipe, one seed
+            fit resnet "as shipped" 0
+            fit resnet "+ Muon" 0 --model.muon_lr=0.05
             ;;
     esac
 done
