@@ -21,8 +21,8 @@ from tests.conftest import assert_user_error, config
 def test_norm_group_gets_its_own_rate_and_decay_and_the_schedule_scales_both(tiny_args):
     cli = cli_main(
         ["fit", config("cnn_fast"), *tiny_args, "--model.norm_lr_scale=8"]
-        + ["--model.norm_weight_decay=0", "--trainer.limit_test_batches=0"]
-    )
+        + ["--model.norm_weight_decay=0", "--trainer.limit_test_batches=0", "--model.muon_lr=null"]
+    )  # without the recipe's Muon: AdamW holds both groups
     weights, norm = cli.trainer.optimizers[0].param_groups
     assert all(p.ndim <= 1 for p in norm["params"]) and all(p.ndim > 1 for p in weights["params"])
     assert norm["initial_lr"] == pytest.approx(8 * weights["initial_lr"]) == pytest.approx(0.04)
