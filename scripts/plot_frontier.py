@@ -84,6 +84,8 @@ def frontier(table: pd.DataFrame) -> Figure:
     low = min(points["acc"].min() - points["acc_std"].max(), 100 * table["tutorial_test_acc"].min())
     ax.set_ylim(low - 1, 97.5)
     ax.set_xscale("log")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right * 1.6)  # room for the slowest point's label
     ax.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: f"{seconds:g} s"))
     ax.set_xlabel("whole `fit` command, start to exit (seconds, log scale)")
     ax.set_ylabel("test accuracy (%), mean ± sample std over seeds")
