@@ -7,13 +7,16 @@ else. pyproject.toml pins these libraries below their next minor for the same re
 public hook does the job, the project uses that instead.
 """
 
+from functools import cache
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.types import _Stateful
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core.saving import _load_state
+from lightning.pytorch.trainer import call
 
 # Lightning's protocol for loaders with state_dict/load_state_dict, which it saves in checkpoints.
 Stateful = _Stateful
@@ -75,3 +78,54 @@ def cpu_bf16_units() -> dict[str, bool]:
         "AMX": torch.cpu._is_amx_tile_supported(),
         "AVX512-BF16": torch.cpu._is_avx512_bf16_supported(),
     }
+
+
+# Lightning's dispatcher of callback hooks, as the loops call it (`call._call_callback_hooks`).
+LIGHTNING_CALLBACK_HOOKS = call._call_callback_hooks
+
+
+@cache
+def _inherited(kind: type, hook_name: str) -> bool:
+    """Whether callbacks of class `kind` leave `hook_name` as `Callback`'s empty default."""
+    default = getattr(Callback, hook_name, None)
+    return default is not None and getattr(kind, hook_name, None) is default
+
+
+def call_overridden_callback_hooks(
+    trainer: Trainer,
+    hook_name: str,
+    *args: Any,
+    monitoring_callbacks: bool | None = None,
+    **kwargs: Any,
+) -> None:
+    """`call._call_callback_hooks` (Lightning 2.6) less the calls of `Callback`'s empty defaults.
+
+    Lightning calls every hook of every callback, each inside a profiler context, whether the
+    callback overrides it or not: about 80 calls per training step for the shipped fit's 13
+    callbacks, of which 7 do something (~2 us each on the EPYC, ~0.15 ms a step). This copy
+    skips the empty ones and is otherwise Lightning's, line for line, less its debug log line;
+    the profiler no longer records the skipped calls."""
+    pl_module = trainer.lightning_module
+    if pl_module:
+        prev_fx_name = pl_module._current_fx_name
+        pl_module._current_fx_name = hook_name
+    callbacks = trainer.callbacks
+    if monitoring_callbacks is True:
+        callbacks = [cb for cb in callbacks if isinstance(cb, EarlyStopping | Checkpoint)]
+    elif monitoring_callbacks is False:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping | Checkpoint)]
+    for callback in callbacks:
+        if _inherited(type(callback), hook_name) and hook_name not in vars(callback):
+            continue
+        fn = getattr(callback, hook_name)
+        if callable(fn):
+            with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
+                fn(trainer, trainer.lightning_module, *args, **kwargs)
+    if pl_module:
+        pl_module._current_fx_name = prev_fx_name
+
+
+def skip_inherited_callback_hooks() -> None:
+    """Make every Trainer of this process dispatch callback hooks through
+    `call_overridden_callback_hooks` (the loops look the function up in `call` at each call)."""
+    call._call_callback_hooks = call_overridden_callback_hooks

@@ -2,11 +2,16 @@
 relied on. A failure here after an upgrade names the internal that moved; fix internals.py (and
 the version pin in pyproject.toml), nothing else."""
 
+import hashlib
 import inspect
 
+import lightning as L
+import pytest
 import torch
 from conftest import FittedRun
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer import call
 
 from fashion_lightning import internals
 from fashion_lightning.checkpoint import Checkpoint
@@ -55,3 +60,58 @@ def test_cpu_bf16_units_are_reported_as_booleans() -> None:
     units = internals.cpu_bf16_units()
     assert set(units) == {"AMX", "AVX512-BF16"}
     assert all(isinstance(v, bool) for v in units.values())
+
+
+def test_lightnings_callback_dispatcher_is_the_one_copied() -> None:
+    """`internals.call_overridden_callback_hooks` is a copy of this function: when Lightning
+    changes it, bring the copy up to date, then the digest here."""
+    source = inspect.getsource(internals.LIGHTNING_CALLBACK_HOOKS)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "c413fb9a6a9ce1a3"
+    assert internals.LIGHTNING_CALLBACK_HOOKS.__module__ == call.__name__
+
+
+class Recorder(Callback):
+    """Records the calls of the one hook it overrides, and the hook name the module sees."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_before_zero_grad(self, trainer, pl_module, optimizer) -> None:
+        self.calls.append(pl_module._current_fx_name)
+
+
+class Silent(Callback):
+    """Overrides no hook."""
+
+
+class Checkpointing(ModelCheckpoint, Recorder):
+    """A monitoring callback: `monitoring_callbacks=False` leaves it out."""
+
+
+@pytest.mark.parametrize("monitoring", [None, True, False])
+def test_only_overridden_callback_hooks_are_called(monitoring: bool | None) -> None:
+    silent, recorder, checkpointing, by_instance = Silent(), Recorder(), Checkpointing(), Callback()
+    instance_calls: list[object] = []
+    by_instance.on_before_zero_grad = lambda *args: instance_calls.append(args[-1])
+    trainer = L.Trainer(
+        callbacks=[silent, recorder, checkpointing, by_instance],
+        logger=False,
+        enable_progress_bar=False,
+        profiler="simple",  # records each call it makes
+    )
+    trainer.strategy.connect(L.LightningModule())  # the module whose hook name is set
+    internals.call_overridden_callback_hooks(
+        trainer, "on_before_zero_grad", "optimizer", monitoring_callbacks=monitoring
+    )
+    assert recorder.calls == ([] if monitoring else ["on_before_zero_grad"])
+    assert checkpointing.calls == ([] if monitoring is False else ["on_before_zero_grad"])
+    assert instance_calls == ([] if monitoring else ["optimizer"])
+    assert trainer.lightning_module._current_fx_name is None  # restored
+    called = {name.split("]")[1] for name in trainer.profiler.recorded_durations}
+    assert "Silent.on_before_zero_grad" not in called  # its empty default: skipped
+    assert not internals._inherited(Recorder, "on_before_zero_grad")
+    assert internals._inherited(Recorder, "on_train_batch_end")
+
+
+def test_the_cli_installs_the_skipping_dispatcher(mlp_fit: FittedRun) -> None:
+    assert call._call_callback_hooks is internals.call_overridden_callback_hooks
