@@ -1,11 +1,17 @@
 """Benchmark: the shipped Lightning fit loop vs a plain PyTorch loop, same MLP, batches and steps.
 
 Lightning runs exactly as `python -m fashion_lightning fit --config configs/mlp.yaml` does
-(TensorBoard logging, progress bar, checkpointing, LR monitor, images), with a callback that times
-the training steps of each epoch (first batch start to last batch end; validation is outside).
-The plain loop draws the same batches from the same DataModule, normalizes them the same way, and
-takes the same optimizer and learning-rate-schedule steps on the same network. Reported: seconds
-per epoch (median of the epochs after the first) and the ratio Lightning / plain, at batch 256, 64.
+(TensorBoard logging, progress bar, checkpointing, LR monitor, images), float32, with a callback
+that times the training steps of each epoch (first batch start to last batch end; validation is
+outside). The plain loop draws the same batches from its own DataModule, normalizes them the same
+way, and takes the same optimizer and learning-rate-schedule steps on its own copy of the network.
+
+The two alternate, epoch by epoch: before each Lightning epoch (outside its timed steps) the plain
+loop runs one epoch, and each pair gives a ratio Lightning / plain. This shared machine's speed
+drifts by tens of percent over a minute; measured in turn, a slow minute lands on both sides of a
+pair rather than on one loop only. (Until issue 16 part 6 the plain loop ran all its epochs first,
+then Lightning all of its.) Reported: seconds per epoch of each (median of the epochs after the
+first) and the median of the pairs' ratios after the first, at batch 256 and 64.
 
     python scripts/bench_overhead.py
 """
@@ -28,11 +34,43 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml"
 EPOCHS = 4
 
 
-class StepTimer(L.Callback):
-    """Seconds from each epoch's first training batch to its last."""
+class PlainLoop:
+    """The same network, optimizer and learning-rate schedule as the config, in a plain loop."""
 
-    def __init__(self) -> None:
-        self.epochs: list[float] = []
+    def __init__(self, batch_size: int) -> None:
+        sys.argv = ["fashion_lightning"]
+        self.model = make_cli([f"--config={CONFIG}"], run=False).model
+        self.dm = FashionMNISTDataModule(batch_size=batch_size)
+        self.dm.setup("fit")
+        steps = EPOCHS * len(self.dm.train_dataloader())
+        self.optimizer = self.model.make_optimizer(self.model.net.parameters())
+        schedule = WarmupDecay(
+            steps, round(self.model.warmup_fraction * steps), self.model.lr_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def epoch(self) -> float:
+        """Seconds for one epoch of training steps."""
+        start = time.perf_counter()
+        with torch.enable_grad():
+            for images, labels, _ in self.dm.train_dataloader():
+                loss = F.cross_entropy(self.model.net(self.dm.transform(images)), labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+        return time.perf_counter() - start
+
+
+class PairedTimer(L.Callback):
+    """Runs a plain epoch before each Lightning epoch; records (plain, Lightning) seconds."""
+
+    def __init__(self, plain: PlainLoop) -> None:
+        self.plain = plain
+        self.pairs: list[tuple[float, float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.plain_seconds = self.plain.epoch()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
@@ -40,10 +78,12 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if batch_idx == trainer.num_training_batches - 1:
-            self.epochs.append(time.perf_counter() - self.start)
+            self.pairs.append((self.plain_seconds, time.perf_counter() - self.start))
 
 
-def lightning_epoch(batch_size: int, folder: str) -> float:
+def paired_epochs(batch_size: int, folder: str) -> list[tuple[float, float]]:
+    """(plain, Lightning) seconds of each epoch after the first."""
+    plain = PlainLoop(batch_size)
     args = [
         f"--config={CONFIG}",
         f"--data.batch_size={batch_size}",
@@ -53,52 +93,28 @@ def lightning_epoch(batch_size: int, folder: str) -> float:
     ]  # as the plain loop, on any CPU
     sys.argv = ["fashion_lightning"]
     cli = make_cli(args, run=False)
-    timer = StepTimer()
+    timer = PairedTimer(plain)
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return statistics.median(timer.epochs[1:])
-
-
-def plain_epoch(batch_size: int) -> float:
-    """The same network, optimizer and learning-rate schedule as the config, in a plain loop."""
-    sys.argv = ["fashion_lightning"]
-    model = make_cli([f"--config={CONFIG}"], run=False).model
-    dm = FashionMNISTDataModule(batch_size=batch_size)
-    dm.setup("fit")
-    steps = EPOCHS * len(dm.train_dataloader())
-    optimizer = model.make_optimizer(model.net.parameters())
-    schedule = WarmupDecay(steps, round(model.warmup_fraction * steps), model.lr_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    times = []
-    for _ in range(EPOCHS):
-        start = time.perf_counter()
-        for images, labels, _ in dm.train_dataloader():
-            loss = F.cross_entropy(model.net(dm.transform(images)), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return timer.pairs[1:]
 
 
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for batch_size in (256, 64):
-            plain = plain_epoch(batch_size)
-            lightning = lightning_epoch(batch_size, folder)
-            rows.append((batch_size, plain, lightning))
+            pairs = paired_epochs(batch_size, folder)
+            plain, lightning = (statistics.median(side) for side in zip(*pairs))
+            ratio = statistics.median(light / plain for plain, light in pairs)
+            rows.append((batch_size, plain, lightning, ratio))
     print(
-        f"\nMLP 784-256-128-10, {EPOCHS} epochs (median of the last {EPOCHS - 1}), "
-        f"{torch.get_num_threads()} threads"
+        f"\nMLP 784-256-128-10, {EPOCHS} epochs each, alternating (medians of the last "
+        f"{EPOCHS - 1}), {torch.get_num_threads()} threads"
     )
     print("| batch | plain loop s/epoch | Lightning as shipped s/epoch | Lightning / plain |")
     print("|------:|-------------------:|-----------------------------:|------------------:|")
-    for batch_size, plain, lightning in rows:
-        print(
-            f"| {batch_size:5d} | {plain:18.3f} | {lightning:28.3f} | {lightning / plain:16.2f}x |"
-        )
+    for batch_size, plain, lightning, ratio in rows:
+        print(f"| {batch_size:5d} | {plain:18.3f} | {lightning:28.3f} | {ratio:16.2f}x |")
 
 
 if __name__ == "__main__":
