@@ -41,6 +41,7 @@ from fashion_lightning.trainer import (
     auto_precision,
     check_outputs,
     project_callbacks,
+    skip_nvml_probe_without_driver,
     trainer_defaults,
 )
 
@@ -106,6 +107,7 @@ class FashionCLI(FencedLightningCLI):
         if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         skip_inherited_callback_hooks()  # ~0.15 ms a training step (scripts/bench_overhead.py)
+        skip_nvml_probe_without_driver()  # a failed dlopen per optimizer step on CPU machines
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

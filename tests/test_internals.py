@@ -4,7 +4,9 @@ the version pin in pyproject.toml), nothing else."""
 
 import hashlib
 import inspect
+import os
 
+import lightning
 import lightning as L
 import pytest
 import torch
@@ -14,6 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer import call
 
 from fashion_lightning import internals
+from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.checkpoint import Checkpoint
 from fashion_lightning.data import TensorBatches
 from fashion_lightning.module import ClassifierModule
@@ -115,3 +118,23 @@ def test_only_overridden_callback_hooks_are_called(monitoring: bool | None) -> N
 
 def test_the_cli_installs_the_skipping_dispatcher(mlp_fit: FittedRun) -> None:
     assert call._call_callback_hooks is internals.call_overridden_callback_hooks
+
+
+def test_lightning_still_asks_torch_for_nvml_based_cuda_checks() -> None:
+    """`trainer.skip_nvml_probe_without_driver` undoes this where no driver exists."""
+    assert trainer_policy.NVML_CHECK in inspect.getsource(lightning.fabric)
+    assert trainer_policy.NVML_CHECK in inspect.getsource(torch.cuda._nvml_based_avail)
+
+
+@pytest.mark.parametrize("driver", [True, False])
+def test_the_nvml_probe_is_dropped_only_without_a_driver(monkeypatch, driver: bool) -> None:
+    def load(name: str) -> object:
+        if not driver:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
+
+    monkeypatch.setenv(trainer_policy.NVML_CHECK, "1")
+    monkeypatch.setattr(trainer_policy.ctypes, "CDLL", load)
+    trainer_policy.skip_nvml_probe_without_driver()
+    assert (os.environ.get(trainer_policy.NVML_CHECK) == "1") is driver
+    assert torch.cuda._nvml_based_avail() is driver
