@@ -18,6 +18,7 @@ from torch import Tensor
 
 from fashion_lightning import idx, photos
 from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.photometric import photometric_jitter
 
 # (images (B, 1, 28, 28) uint8, labels (B,) int64, the samples' indices in their split (B,))
 Batch = tuple[Tensor, Tensor, Tensor]
@@ -116,6 +117,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         random_crop: int = 0,
         horizontal_flip: bool | Literal["alternate"] = False,
         random_erasing: float = 0.0,
+        photometric: float = 0.0,
         download: bool = True,
         predict_path: str | None = None,
     ) -> None:
@@ -136,6 +138,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
             random_erasing: Training augmentation: the probability that an image gets a random
                 rectangle (2% to 40% of its area, aspect 0.3 to 3.3) replaced by noise (Zhong et
                 al., arXiv:1708.04896). 0 turns it off.
+            photometric: Training augmentation for robustness: the probability that an image gets
+                a random gamma, contrast, brightness and Gaussian grain (photometric.py), so that
+                a grey floor, a faded garment or noise is not new at test time. 0 turns it off.
             download: Allow torchvision to download the data when no local copy is found.
             predict_path: `predict` classifies these photos instead of the test set: an image
                 file, a folder (searched recursively) or a glob; PNG, JPEG, WebP, BMP or GIF.
@@ -148,10 +153,12 @@ class FashionMNISTDataModule(L.LightningDataModule):
             raise FashionLightningError(
                 f"--data.val_size is {val_size}; it must lie between 1 and 59999 (default 5000)."
             )
-        if not 0.0 <= random_erasing <= 1.0:
-            raise FashionLightningError(
-                f"--data.random_erasing is {random_erasing}; it is a probability, 0 (off) to 1."
-            )
+        for name, p in (("random_erasing", random_erasing), ("photometric", photometric)):
+            if not 0.0 <= p <= 1.0:
+                raise FashionLightningError(
+                    f"--data.{name} is {p}; it is a probability per training image: use a "
+                    f"number from 0 (off) to 1."
+                )
         if random_crop < 0:
             raise FashionLightningError(
                 f"--data.random_crop is {random_crop}; use 0 (off) or more."
@@ -160,7 +167,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.data_dir, self.download, self.seed = data_dir, download, seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.random_crop, self.horizontal_flip = random_crop, horizontal_flip
-        self.random_erasing = random_erasing
+        self.random_erasing, self.photometric = random_erasing, photometric
         self.predict_path = predict_path
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.photos: photos.Photos | None = None  # what `predict_path` named, once loaded
@@ -259,6 +266,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
             flip = alternating_mirror(index.to(images.device), epoch, self.seed)
         if augment and (self.random_crop or self.horizontal_flip):  # on uint8: 4x fewer bytes
             images = random_crop_flip(images, self.random_crop, flip)
+        if augment and self.photometric:  # before erasing: the erased noise stays full-range
+            images = photometric_jitter(images, self.photometric)
         if augment and self.random_erasing:
             images = random_erase(images, self.random_erasing)
         return normalize(images)

@@ -14,6 +14,7 @@ from fashion_lightning.data import (
     random_erase,
 )
 from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.photometric import photometric_jitter
 
 
 def sample_ids(images: torch.Tensor) -> set[int]:
@@ -142,9 +143,17 @@ def test_transform_round_trips_to_uint8(fake_data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("val_size", 0), ("batch_size", 0), ("random_crop", -1)]
+    ("option", "value"),
+    [
+        ("val_size", 0),
+        ("batch_size", 0),
+        ("random_crop", -1),
+        ("random_erasing", 1.5),
+        ("photometric", -0.1),
+        ("photometric", float("nan")),
+    ],
 )
-def test_bad_options_name_themselves(option: str, value: int) -> None:
+def test_bad_options_name_themselves(option: str, value: float) -> None:
     with pytest.raises(FashionLightningError, match=f"--data.{option}"):
         FashionMNISTDataModule(**{option: value})
 
@@ -177,3 +186,20 @@ def test_random_erasing_replaces_one_rectangle_in_about_p_of_the_images() -> Non
         assert 0.015 * 784 <= box <= 0.41 * 784  # 2% to 40% of the image
         assert mask.sum() >= 0.9 * box  # one filled rectangle, not scattered pixels
     assert torch.equal(random_erase(x, p=0.0), x)
+
+
+def test_photometric_jitter_changes_about_p_of_the_images_reproducibly(fake_data_dir: Path) -> None:
+    dm = loaded(fake_data_dir, photometric=0.5)
+    x = torch.zeros(400, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 8:20, 8:20] = 200  # a light square on black, like a garment
+    torch.manual_seed(0)
+    out = dm.transform(x, augment=True)
+    torch.manual_seed(0)
+    assert torch.equal(dm.transform(x, augment=True), out)  # the global seed decides
+    assert not torch.equal(dm.transform(x, augment=True), out)  # and the next batch differs
+    changed = (dm.to_uint8(out) != x).flatten(1).any(dim=1)
+    assert 140 < changed.sum() < 260
+    background, garment = dm.to_uint8(out)[changed, 0, 0, 0], dm.to_uint8(out)[changed, 0, 12, 12]
+    assert background.float().mean() > 10 and garment.float().std() > 10  # grey floors, fades
+    assert torch.equal(dm.transform(x), loaded(fake_data_dir).transform(x))  # eval: never
+    assert torch.equal(photometric_jitter(x, 0.0), x)

@@ -107,8 +107,8 @@ RESUME_CASES = [  # recipe, signal, global step at which it arrives (5 batches a
         "cnn",
         signal.SIGTERM,
         7,
-        [],
-    ),  # after an epoch boundary; crop, flip, dropout, warm-up + cosine
+        ["--data.photometric=0.5"],
+    ),  # after an epoch boundary; crop, flip, photometric jitter, dropout, warm-up + cosine
     ("mlp", signal.SIGTERM, 2, ["--trainer.limit_train_batches=3"]),  # last batch within a limit
     (  # between two Lookahead syncs (slow != fast), with Muon and a norm group in the state
         "cnn",
