@@ -6,6 +6,9 @@ epoch is a cross, so a ratio can be read off; the field's published figures, whi
 are horizontal lines, and airbench's CIFAR-10 speedrun a point for scale (another data set).
 
     python scripts/plot_frontier.py frontier_cpu.csv [frontier_gpu.csv ...] --out docs/frontier.png
+
+`--exclude NAME ...` leaves out the rows of recipes by name (e.g. a recipe's earlier version kept
+in the measurements under its own name), so the picture shows what ships.
 """
 
 import argparse
@@ -45,7 +48,7 @@ def groups(table: pd.DataFrame) -> pd.DataFrame:
 def frontier(table: pd.DataFrame) -> Figure:
     """The picture: recipes as points with error bars, tutorial epochs, anchors."""
     fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
-    points = groups(table)
+    points = groups(table).sort_values("seconds").reset_index(drop=True)
     for i, p in enumerate(points.itertuples(index=False)):
         ax.errorbar(
             p.seconds,
@@ -58,7 +61,8 @@ def frontier(table: pd.DataFrame) -> Figure:
             label=f"{p.recipe}, {p.precision}, {p.device}, {p.epochs} epochs (n={p.n})",
         )
         short = p.precision.split("-")[0]  # bf16, 32, 16
-        below = i % 2  # alternate so that neighbours' labels do not overlap
+        # Alternate above/below among the faster points of about the same accuracy.
+        below = int((abs(points["acc"][:i] - p.acc) < 0.5).sum()) % 2
         ax.annotate(
             f"{p.recipe} {short}",
             (p.seconds, p.acc),
@@ -117,8 +121,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", nargs="+", type=Path, help="bench_time_to_accuracy.py --csv files")
     parser.add_argument("--out", type=Path, default=Path("docs/frontier.png"))
+    parser.add_argument("--exclude", nargs="*", default=[], help="recipe names to leave out")
     options = parser.parse_args(argv)
     table = pd.concat([pd.read_csv(path) for path in options.csv], ignore_index=True)
+    table = table[~table["recipe"].isin(options.exclude)]
     path = save_png(frontier(table), options.out)
     print(f"Written: {path}")
     return path

@@ -93,3 +93,6 @@ def test_frontier_is_drawn_from_a_csv(script, tmp_path: Path) -> None:
     assert fast["acc_std"] == pytest.approx(100 * statistics.stdev([0.926, 0.930]))
     path = plot.main([str(tmp_path / "bench.csv"), "--out", str(tmp_path / "frontier.png")])
     assert path.read_bytes().startswith(b"\x89PNG")
+    out = tmp_path / "without_cnn.png"
+    plot.main([str(tmp_path / "bench.csv"), "--out", str(out), "--exclude", "cnn"])
+    assert out.read_bytes().startswith(b"\x89PNG") and out.read_bytes() != path.read_bytes()
