@@ -59,9 +59,9 @@ for stage in $STAGES; do
                 done <scripts/ablation_rows.txt
             done
             ;;
-        resnet)  # Muon on the CPU ResNet recipe, one seed
+        resnet)  # the CPU ResNet recipe (Muon, alternating flip) against AdamW alone, one seed
+            fit resnet "AdamW alone, random flip" 0 --model.muon_lr=null --data.horizontal_flip=true
             fit resnet "as shipped" 0
-            fit resnet "+ Muon" 0 --model.muon_lr=0.05
             ;;
     esac
 done

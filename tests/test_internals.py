@@ -6,7 +6,6 @@ import hashlib
 import inspect
 import os
 
-import lightning
 import lightning as L
 import pytest
 import torch
@@ -122,7 +121,7 @@ def test_the_cli_installs_the_skipping_dispatcher(mlp_fit: FittedRun) -> None:
 
 def test_lightning_still_asks_torch_for_nvml_based_cuda_checks() -> None:
     """`trainer.skip_nvml_probe_without_driver` undoes this where no driver exists."""
-    assert trainer_policy.NVML_CHECK in inspect.getsource(lightning.fabric)
+    assert trainer_policy.NVML_CHECK in inspect.getsource(L.fabric)
     assert trainer_policy.NVML_CHECK in inspect.getsource(torch.cuda._nvml_based_avail)
 
 
