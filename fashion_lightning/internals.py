@@ -16,6 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core.saving import _load_state
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.trainer import call
 
 # Lightning's protocol for loaders with state_dict/load_state_dict, which it saves in checkpoints.
@@ -65,6 +66,28 @@ def saved_loader_states(checkpoint: dict) -> list[dict]:
     return fit_loop.get("state_dict", {}).get("combined_loader", [])
 
 
+def align_optimizer_steps(checkpoint: dict) -> None:
+    """Make the fit loop's two counts of optimizer steps in `checkpoint` agree, in place.
+
+    Lightning counts the global step in one of two places, by who steps the optimizer: its
+    automatic optimization or the module's `training_step` (manual optimization). A run resumed
+    under the other (a checkpoint written before the module stepped by hand, or a resume that
+    adds --trainer.gradient_clip_val) would find its count at 0: step-based checkpoints, logging
+    and `max_steps` would start over. Both counts are set to the one that counted."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    automatic = fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {})
+    counts = [
+        automatic.get("optimizer", {}).get("step"),
+        fit_loop.get("epoch_loop.manual_optimization.optim_step_progress"),
+    ]
+    if None in counts:
+        return
+    counted = max(counts, key=lambda count: count["total"]["completed"])
+    for count in counts:
+        for scope in ("total", "current"):
+            count[scope] = dict(counted[scope])
+
+
 def model_from_checkpoint(cls: type[LightningModule], checkpoint: dict) -> LightningModule:
     """Rebuild `cls` from a checkpoint already read into memory, exactly as
     `cls.load_from_checkpoint(path)` would (hyperparameters through LightningCLI's instantiator,
@@ -104,12 +127,15 @@ def call_overridden_callback_hooks(
     callback overrides it or not: about 80 calls per training step for the shipped fit's 13
     callbacks, of which 7 do something (~2 us each on the EPYC, ~0.15 ms a step). This copy
     skips the empty ones and is otherwise Lightning's, line for line, less its debug log line;
-    the profiler no longer records the skipped calls."""
+    the profiler no longer records the skipped calls. Without a profiler (Lightning's
+    `PassThroughProfiler`, the default) it also skips the empty profiler context and the label
+    built for it each call (a ModelCheckpoint's `state_key` is a dict formatted anew)."""
     pl_module = trainer.lightning_module
     if pl_module:
         prev_fx_name = pl_module._current_fx_name
         pl_module._current_fx_name = hook_name
     callbacks = trainer.callbacks
+    profiled = not isinstance(trainer.profiler, PassThroughProfiler)
     if monitoring_callbacks is True:
         callbacks = [cb for cb in callbacks if isinstance(cb, EarlyStopping | Checkpoint)]
     elif monitoring_callbacks is False:
@@ -118,9 +144,11 @@ def call_overridden_callback_hooks(
         if _inherited(type(callback), hook_name) and hook_name not in vars(callback):
             continue
         fn = getattr(callback, hook_name)
-        if callable(fn):
+        if callable(fn) and profiled:
             with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
                 fn(trainer, trainer.lightning_module, *args, **kwargs)
+        elif callable(fn):
+            fn(trainer, trainer.lightning_module, *args, **kwargs)
     if pl_module:
         pl_module._current_fx_name = prev_fx_name
 

@@ -50,6 +50,18 @@ def test_loader_state_layout_and_stateful_protocol(mlp_fit: FittedRun) -> None:
     assert state == {"epoch": 2, "position": 5}  # two passes of 80 training images, batch 16
 
 
+def test_optimizer_step_counts_layout_and_alignment(mlp_fit: FittedRun) -> None:
+    """Both of the fit loop's step counts are where `align_optimizer_steps` looks; the module
+    stepped by hand, so the manual count holds the 10 steps, and alignment copies it across."""
+    state = Checkpoint.read(mlp_fit.run / "checkpoints" / "last.ckpt").state
+    fit_loop = state["loops"]["fit_loop"]
+    manual = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
+    automatic = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    assert (manual["total"]["completed"], automatic["total"]["completed"]) == (10, 0)
+    internals.align_optimizer_steps(state)
+    assert automatic == manual and automatic["total"]["completed"] == 10
+
+
 def test_model_from_checkpoint_equals_load_from_checkpoint(mlp_fit: FittedRun) -> None:
     path = mlp_fit.run / "checkpoints" / "last.ckpt"
     ours = Checkpoint.read(path).model().state_dict()

@@ -161,6 +161,43 @@ def test_stop_by_signal_then_resume_is_bit_identical(
         assert torch.equal(resumed[key], expected[key]), key
 
 
+# Gradient clipping is Lightning's to do, so it hands the optimizer back to Lightning's automatic
+# optimization; at 1e9 it scales no gradient, so the weights must not change by a bit.
+LIGHTNING_STEPS = "--trainer.gradient_clip_val=1e9"
+
+
+@pytest.mark.parametrize(
+    ("stopped", "resumed"),
+    [(None, None), ([], [LIGHTNING_STEPS]), ([LIGHTNING_STEPS], [])],
+    ids=["lightning-steps-alone", "stop-by-hand-resume-lightning", "stop-lightning-resume-by-hand"],
+)
+def test_stepping_by_hand_trains_what_lightning_trains_and_resumes_across(
+    stopped, resumed, tiny_args, run_dir, capsys, uninterrupted
+) -> None:
+    """`training_step` steps the optimizer itself unless Lightning must (`automatic_optimization`):
+    both train the same weights, and a run stopped under one resumes under the other at its step
+    (a checkpoint written before the module stepped by hand resumes like the second case)."""
+    args = ["fit", config("cnn"), *tiny_args, "--trainer.limit_test_batches=0"]
+    if tuple(args) not in uninterrupted:
+        cli_main(args)
+        uninterrupted[tuple(args)] = final_weights(run_dir)
+        os.rename(run_dir / "lightning_logs", run_dir / "reference_logs")
+    expected = uninterrupted[tuple(args)]
+    if stopped is None:  # no stop: Lightning's automatic optimization from start to end
+        cli = cli_main([*args, LIGHTNING_STEPS])
+        assert cli.model.automatic_optimization
+    else:
+        with pytest.raises(SystemExit):
+            cli_main([*args, *stopped, send_signal(3, signal.SIGTERM)])
+        cli = cli_main([*args, *resumed, "--ckpt_path", "last"])
+        assert cli.model.automatic_optimization == bool(resumed)
+        assert cli.trainer.global_step == 10  # 5 batches an epoch, 2 epochs: not 10 - 4
+    capsys.readouterr()
+    resumed_weights = final_weights(run_dir)
+    for key in expected:
+        assert torch.equal(resumed_weights[key], expected[key]), key
+
+
 def test_a_signal_during_the_last_validation_stops_before_the_test(tiny_args, run_dir, capsys):
     with pytest.raises(SystemExit) as stop:
         cli_main(["fit", config("mlp"), *tiny_args, send_signal(10, signal.SIGTERM, True)])
