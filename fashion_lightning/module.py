@@ -60,6 +60,7 @@ class ClassifierModule(L.LightningModule):
         lookahead_alpha: float = 0.5,
         compile: bool = False,
         tta: TTA = "none",
+        label_smoothing_decay: Literal["none", "linear"] = "none",
     ) -> None:
         """
         Args:
@@ -92,6 +93,10 @@ class ClassifierModule(L.LightningModule):
             lookahead_alpha: The fraction of the way the slow weights move each time, in (0, 1].
             compile: `torch.compile` the network for fit (in place: checkpoint keys stay plain).
                 The first steps, and the first evaluation, pay the compile time.
+            label_smoothing_decay: "linear": the label smoothing falls linearly from
+                `label_smoothing` to 0 over the run's steps. Smoothing caps every confident
+                logit gap at the same value (Mueller et al. 2019, arXiv:1906.02629), erasing the
+                spread of confidences that temperature scaling needs; ending at 0 restores it.
         """
         super().__init__()
         for name, value, high in (
@@ -114,6 +119,8 @@ class ClassifierModule(L.LightningModule):
         self.make_optimizer = optimizer
         self.warmup_fraction, self.lr_decay = warmup_fraction, lr_decay
         self.label_smoothing, self.tta_flip = label_smoothing, tta_flip
+        self.label_smoothing_decay = label_smoothing_decay
+        self.total_steps = 0  # of the fit, set when it starts (`on_train_start`)
         self.optimizer_options = OptimizerOptions(
             norm_lr_scale, norm_weight_decay, muon_lr, lookahead_every, lookahead_alpha
         )
@@ -174,13 +181,23 @@ class ClassifierModule(L.LightningModule):
         x, y, _ = batch
         logits = self(x)
         if stage == "train":
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.current_label_smoothing())
             self.train_sums.add(logits, y, loss)
             return loss, logits
         loss = F.cross_entropy(logits, y)
         self.metrics[f"{stage}_acc"].update(logits, y)
         self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(y))
         return loss, logits
+
+    def on_train_start(self) -> None:
+        self.total_steps = self.trainer.estimated_stepping_batches
+
+    def current_label_smoothing(self) -> float:
+        """The training loss's label smoothing at this step (`label_smoothing_decay`)."""
+        steps = self.total_steps
+        if self.label_smoothing_decay == "none" or not steps or not math.isfinite(steps):
+            return self.label_smoothing  # also in a run of no set length
+        return self.label_smoothing * max(1.0 - self.global_step / self.total_steps, 0.0)
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's accuracy and mean loss (synced across processes under DDP). Logging

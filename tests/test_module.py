@@ -1,10 +1,12 @@
 """The shared LightningModule's own bookkeeping (its training behaviour is tested through fits)."""
 
+import pytest
 import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from fashion_lightning.module import TrainingSums
+from fashion_lightning.models import MLP
+from fashion_lightning.module import ClassifierModule, TrainingSums
 
 
 def test_training_sums_give_the_epoch_accuracy_and_mean_loss_of_per_step_metrics() -> None:
@@ -30,3 +32,14 @@ def test_an_epoch_without_training_steps_leaves_the_metrics_untouched() -> None:
     accuracy, mean_loss = MeanMetric(), MeanMetric()
     TrainingSums().flush(accuracy, mean_loss)
     assert accuracy.update_count == mean_loss.update_count == 0
+
+
+@pytest.mark.parametrize(
+    ("decay", "expected"), [("none", [0.1, 0.1, 0.1]), ("linear", [0.1, 0.05, 0.0])]
+)
+def test_label_smoothing_falls_to_zero_over_the_run_when_asked(decay, expected, monkeypatch):
+    module = ClassifierModule(MLP(), label_smoothing=0.1, label_smoothing_decay=decay)
+    module.total_steps = 10
+    for step, smoothing in zip((0, 5, 10), expected, strict=True):
+        monkeypatch.setattr(ClassifierModule, "global_step", property(lambda self, s=step: s))
+        assert module.current_label_smoothing() == pytest.approx(smoothing)
