@@ -197,7 +197,7 @@ class ClassifierModule(L.LightningModule):
         steps = self.total_steps
         if self.label_smoothing_decay == "none" or not steps or not math.isfinite(steps):
             return self.label_smoothing  # also in a run of no set length
-        return self.label_smoothing * max(1.0 - self.global_step / self.total_steps, 0.0)
+        return self.label_smoothing * max(1.0 - self.global_step / steps, 0.0)
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's accuracy and mean loss (synced across processes under DDP). Logging
@@ -219,10 +219,6 @@ class ClassifierModule(L.LightningModule):
         return trainer is not None and (
             bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
         )
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, value: bool) -> None:
-        """LightningModule's constructor sets it; the property above decides."""
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
