@@ -1,13 +1,15 @@
 """Lightning callbacks of the project: what gets written to disk besides Lightning's own logs."""
 
+import math
 import os
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
@@ -210,3 +212,22 @@ class TensorBoardImages(Callback):
         logger.log_hyperparams(params, metrics)
         # The logger writes hparams.yaml once, when it is created (empty): rewrite it with them.
         save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", logger.hparams)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar, with the training bar redrawn at most every `interval` seconds (and
+    at each epoch's last batch) instead of every n batches. A redraw formats the bar and its
+    metrics, ~0.3 ms on a CPU: a fixed count redraws hundreds of times a second for a small
+    network, filling a piped log, and rarely for a big one. Time keeps both at a few a second.
+    Evaluation bars redraw every batch, as Lightning's do: their batches are large."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__(refresh_rate=1)
+        self.interval = interval
+        self._drawn = -math.inf
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.monotonic()
+        if now - self._drawn >= self.interval or batch_idx + 1 == self.total_train_batches:
+            self._drawn = now
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -7,6 +7,7 @@ else. pyproject.toml pins these libraries below their next minor for the same re
 public hook does the job, the project uses that instead.
 """
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -16,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core.saving import _load_state
+from lightning.pytorch.loops import training_epoch_loop
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.trainer import call
 
@@ -157,3 +159,33 @@ def skip_inherited_callback_hooks() -> None:
     """Make every Trainer of this process dispatch callback hooks through
     `call_overridden_callback_hooks` (the loops look the function up in `call` at each call)."""
     call._call_callback_hooks = call_overridden_callback_hooks
+
+
+# Lightning's test of whether a step takes `batch_idx`, which the training loop makes before every
+# step (`_TrainingEpochLoop._build_kwargs`), each time with `inspect.getfullargspec`.
+LIGHTNING_SIGNATURE_CHECK = training_epoch_loop.is_param_in_hook_signature
+_signature_answers: dict[tuple, bool] = {}
+
+
+def remembered_signature_check(
+    hook_fx: Callable, param: str, explicit: bool = False, min_args: int | None = None
+) -> bool:
+    """`is_param_in_hook_signature`, answered once per function: Lightning's answer depends on
+    the function alone (bound or not, it drops the first argument), and inspecting it again at
+    every step costs ~0.03 ms on the EPYC, 2% of a small network's step."""
+    key = (getattr(hook_fx, "__func__", hook_fx), param, explicit, min_args)
+    try:
+        return _signature_answers[key]
+    except KeyError:
+        answer = _signature_answers[key] = LIGHTNING_SIGNATURE_CHECK(
+            hook_fx, param, explicit, min_args
+        )
+        return answer
+    except TypeError:  # an unhashable callable: ask Lightning every time
+        return LIGHTNING_SIGNATURE_CHECK(hook_fx, param, explicit, min_args)
+
+
+def remember_step_signatures() -> None:
+    """Make the training loop of every Trainer of this process use `remembered_signature_check`
+    (the loop looks the function up in its module at each step)."""
+    training_epoch_loop.is_param_in_hook_signature = remembered_signature_check

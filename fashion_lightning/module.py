@@ -326,8 +326,8 @@ class ClassifierModule(L.LightningModule):
 
 class TrainingSums:
     """The training epoch's correct predictions, summed loss and sample count, kept as running
-    sums on the device (three tensor ops a step, no host sync) and handed to the epoch's metric
-    objects once, at its end, which average them over processes under DDP."""
+    sums on the device (no host sync) and handed to the epoch's metric objects once, at its end,
+    which average them over processes under DDP."""
 
     def __init__(self) -> None:
         self.reset()
@@ -339,8 +339,11 @@ class TrainingSums:
 
     @torch.no_grad()
     def add(self, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
-        self.correct = self.correct + (logits.argmax(-1) == labels).sum()
-        self.loss = self.loss + loss.detach().float() * len(labels)
+        if not self.seen:  # then added to in place: five tensor ops a step, not eight
+            self.correct = torch.zeros((), dtype=torch.long, device=logits.device)
+            self.loss = torch.zeros((), device=logits.device)
+        self.correct += (logits.argmax(-1) == labels).sum()
+        self.loss.add_(loss, alpha=len(labels))
         self.seen += len(labels)
 
     def flush(self, accuracy: MeanMetric, mean_loss: MeanMetric) -> None:

@@ -194,9 +194,11 @@ class LastCheckpoint(Callback):
             signum, due = self._agreed(trainer, pl_module)
         else:
             return
+        if not (signum or due):
+            return
         checkpoint = trainer.checkpoint_callback
         path = None
-        if (signum or due) and isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
             path = save_last(trainer, checkpoint)
             self._last_write = time.monotonic()
         if signum == signal.SIGUSR1 and self._deferred is not None:

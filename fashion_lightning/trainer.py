@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from fashion_lightning.atomic import check_writable
-from fashion_lightning.callbacks import PredictionWriter, TensorBoardImages
+from fashion_lightning.callbacks import PredictionWriter, ProgressBar, TensorBoardImages
 from fashion_lightning.precision import Capabilities, resolve_precision
 from fashion_lightning.resilience import EpochEndLastCheckpoint, ExactResume, FiniteLoss
 from fashion_lightning.run_status import RunStatus
@@ -56,9 +56,7 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
     if trainer.get("logger") not in (False, None):
         callbacks.append(LearningRateMonitor())  # raises without a logger
     if trainer.get("enable_progress_bar") is not False:
-        # Redrawing the bar after every step costs ~0.3 ms: a third of Lightning's per-step
-        # overhead on the MLP (scripts/bench_overhead.py).
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        callbacks.append(ProgressBar())
     return callbacks
 
 

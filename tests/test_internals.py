@@ -12,6 +12,7 @@ import torch
 from conftest import FittedRun
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loops import training_epoch_loop
 from lightning.pytorch.trainer import call
 
 from fashion_lightning import internals
@@ -127,8 +128,42 @@ def test_only_overridden_callback_hooks_are_called(monitoring: bool | None) -> N
     assert internals._inherited(Recorder, "on_train_batch_end")
 
 
-def test_the_cli_installs_the_skipping_dispatcher(mlp_fit: FittedRun) -> None:
+def test_the_cli_installs_the_skipping_dispatcher_and_remembered_signatures(
+    mlp_fit: FittedRun,
+) -> None:
     assert call._call_callback_hooks is internals.call_overridden_callback_hooks
+    assert training_epoch_loop.is_param_in_hook_signature is internals.remembered_signature_check
+
+
+def test_the_training_loop_still_asks_the_signature_check_by_its_module_name() -> None:
+    """`remember_step_signatures` replaces the name the loop looks up at each step: if the loop
+    stops asking through it, the saving is lost without a word."""
+    source = inspect.getsource(training_epoch_loop._TrainingEpochLoop._build_kwargs)
+    assert "is_param_in_hook_signature(training_step_fx" in source
+    check = internals.LIGHTNING_SIGNATURE_CHECK
+    assert check.__module__ == "lightning.pytorch.utilities.signature_utils"
+
+
+class Steps:
+    def indexed(self, batch, batch_idx): ...
+
+    def renamed(self, batch, i): ...
+
+    def batch_only(self, batch): ...
+
+    def starred(self, *args): ...
+
+
+@pytest.mark.parametrize("name", ["indexed", "renamed", "batch_only", "starred"])
+@pytest.mark.parametrize(("explicit", "min_args"), [(False, 2), (True, None), (False, None)])
+def test_remembered_signature_checks_answer_as_lightnings(name, explicit, min_args) -> None:
+    for hook in (getattr(Steps, name), getattr(Steps(), name)):
+        expected = internals.LIGHTNING_SIGNATURE_CHECK(hook, "batch_idx", explicit, min_args)
+        for _ in range(2):  # asked, then remembered
+            answer = internals.remembered_signature_check(hook, "batch_idx", explicit, min_args)
+            assert answer == expected
+    assert internals.LIGHTNING_SIGNATURE_CHECK(Steps.batch_only, "batch_idx") is False
+    assert internals.LIGHTNING_SIGNATURE_CHECK(Steps.indexed, "batch_idx") is True
 
 
 def test_lightning_still_asks_torch_for_nvml_based_cuda_checks() -> None:
