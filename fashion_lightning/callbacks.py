@@ -214,6 +214,9 @@ class TensorBoardImages(Callback):
         save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", logger.hparams)
 
 
+TRAIN_LOSS = "train/loss"  # what ClassifierModule logs every `log_every_n_steps`
+
+
 class ProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, with the training bar redrawn at most every `interval` seconds (and
     at each epoch's last batch) instead of every n batches. A redraw formats the bar and its
@@ -231,3 +234,12 @@ class ProgressBar(TQDMProgressBar):
         if now - self._drawn >= self.interval or batch_idx + 1 == self.total_train_batches:
             self._drawn = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        """Lightning's items plus the last logged training loss, read from the device only when
+        the bar is drawn (a `prog_bar=True` metric is read at every step: a GPU sync each)."""
+        items = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)
+        if loss is not None:
+            items[TRAIN_LOSS] = loss.item()
+        return items

@@ -224,8 +224,10 @@ class ClassifierModule(L.LightningModule):
         loss = self._step(batch, "train")[0]
         # Each self.log costs about 0.8 ms on CPU; the logger writes only every n steps, so log
         # only then, and on each epoch's first step for the progress bar (same TensorBoard curve).
+        # Not `prog_bar=True`: Lightning would then read it from the device at every step, a sync
+        # on a GPU; `callbacks.ProgressBar` shows it, read when the bar is drawn.
         if batch_idx == 0 or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss)
         if not self.automatic_optimization:
             self.step_optimizer(loss)
         return loss

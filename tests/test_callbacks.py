@@ -1,11 +1,15 @@
-"""The project's callbacks that need no fitted run: the throttled progress bar."""
+"""The progress bar the project trains with."""
+
+import re
 
 import lightning as L
 import pytest
-from lightning.pytorch.callbacks import TQDMProgressBar
+from conftest import config
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from fashion_lightning.callbacks import ProgressBar
+from fashion_lightning.lightning_cli import make_cli
 
 
 @pytest.mark.parametrize(("interval", "drawn"), [(3600.0, [0, 4, 4]), (0.0, [0, 1, 2, 3, 4] * 2)])
@@ -34,3 +38,25 @@ def test_the_training_bar_redraws_by_time_and_at_each_epochs_end(
     trainer.fit(BoringModel())
     assert redraws == drawn
     assert bar.train_progress_bar.n == 5  # the last batch is always shown
+
+
+class BarAtEpochEnd(Callback):
+    """What the bar and Lightning's progress-bar metrics hold at the end of a training epoch."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.postfix = trainer.progress_bar_callback.train_progress_bar.postfix
+        self.metrics = dict(trainer.progress_bar_metrics)
+
+
+def test_the_bar_shows_the_training_loss_that_lightning_does_not_read_every_step(
+    tiny_args: list[str],
+) -> None:
+    options = [*tiny_args, "--trainer.enable_progress_bar=true", "--trainer.max_epochs=1"]
+    cli = make_cli([config("mlp"), *options], run=False)
+    seen = BarAtEpochEnd()
+    cli.trainer.callbacks.append(seen)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert isinstance(cli.trainer.progress_bar_callback, ProgressBar)
+    assert "train/loss" not in seen.metrics  # so Lightning does not read it at every step
+    shown = re.search(r"train/loss=([0-9.]+)", seen.postfix)
+    assert shown and 0 < float(shown[1]) < 10
