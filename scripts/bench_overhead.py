@@ -13,9 +13,12 @@ pair rather than on one loop only. (Until issue 16 part 6 the plain loop ran all
 then Lightning all of its.) Reported: seconds per epoch of each (median of the epochs after the
 first) and the median of the pairs' ratios after the first, at batch 256 and 64.
 
-    python scripts/bench_overhead.py
+    python scripts/bench_overhead.py [--epochs 4]
+
+More epochs give more pairs, so a tighter median on a machine whose speed drifts.
 """
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -37,12 +40,12 @@ EPOCHS = 4
 class PlainLoop:
     """The same network, optimizer and learning-rate schedule as the config, in a plain loop."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, epochs: int = EPOCHS) -> None:
         sys.argv = ["fashion_lightning"]
         self.model = make_cli([f"--config={CONFIG}"], run=False).model
         self.dm = FashionMNISTDataModule(batch_size=batch_size)
         self.dm.setup("fit")
-        steps = EPOCHS * len(self.dm.train_dataloader())
+        steps = epochs * len(self.dm.train_dataloader())
         self.optimizer = self.model.make_optimizer(self.model.net.parameters())
         schedule = WarmupDecay(
             steps, round(self.model.warmup_fraction * steps), self.model.lr_decay
@@ -81,13 +84,13 @@ class PairedTimer(L.Callback):
             self.pairs.append((self.plain_seconds, time.perf_counter() - self.start))
 
 
-def paired_epochs(batch_size: int, folder: str) -> list[tuple[float, float]]:
+def paired_epochs(batch_size: int, folder: str, epochs: int = EPOCHS) -> list[tuple[float, float]]:
     """(plain, Lightning) seconds of each epoch after the first."""
-    plain = PlainLoop(batch_size)
+    plain = PlainLoop(batch_size, epochs)
     args = [
         f"--config={CONFIG}",
         f"--data.batch_size={batch_size}",
-        f"--trainer.max_epochs={EPOCHS}",
+        f"--trainer.max_epochs={epochs}",
         f"--trainer.logger.init_args.save_dir={folder}",
         "--trainer.precision=32-true",
     ]  # as the plain loop, on any CPU
@@ -100,16 +103,19 @@ def paired_epochs(batch_size: int, folder: str) -> list[tuple[float, float]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of each loop (>= 2)")
+    epochs = max(parser.parse_args().epochs, 2)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for batch_size in (256, 64):
-            pairs = paired_epochs(batch_size, folder)
+            pairs = paired_epochs(batch_size, folder, epochs)
             plain, lightning = (statistics.median(side) for side in zip(*pairs))
             ratio = statistics.median(light / plain for plain, light in pairs)
             rows.append((batch_size, plain, lightning, ratio))
     print(
-        f"\nMLP 784-256-128-10, {EPOCHS} epochs each, alternating (medians of the last "
-        f"{EPOCHS - 1}), {torch.get_num_threads()} threads"
+        f"\nMLP 784-256-128-10, {epochs} epochs each, alternating (medians of the last "
+        f"{epochs - 1}), {torch.get_num_threads()} threads"
     )
     print("| batch | plain loop s/epoch | Lightning as shipped s/epoch | Lightning / plain |")
     print("|------:|-------------------:|-----------------------------:|------------------:|")
