@@ -19,6 +19,7 @@ from fashion_lightning import photos, plots
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.data import FashionMNISTDataModule
 from fashion_lightning.idx import CLASS_NAMES
+from fashion_lightning.module import TRAIN_LOSS
 from fashion_lightning.verdict import verdict
 
 
@@ -212,9 +213,6 @@ class TensorBoardImages(Callback):
         logger.log_hyperparams(params, metrics)
         # The logger writes hparams.yaml once, when it is created (empty): rewrite it with them.
         save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", logger.hparams)
-
-
-TRAIN_LOSS = "train/loss"  # what ClassifierModule logs every `log_every_n_steps`
 
 
 class ProgressBar(TQDMProgressBar):

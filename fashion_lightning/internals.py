@@ -164,7 +164,11 @@ def skip_inherited_callback_hooks() -> None:
 # Lightning's test of whether a step takes `batch_idx`, which the training loop makes before every
 # step (`_TrainingEpochLoop._build_kwargs`), each time with `inspect.getfullargspec`.
 LIGHTNING_SIGNATURE_CHECK = training_epoch_loop.is_param_in_hook_signature
-_signature_answers: dict[tuple, bool] = {}
+
+
+@cache
+def _signature_answer(function: Callable, param: str, explicit: bool, min_args: int | None) -> bool:
+    return LIGHTNING_SIGNATURE_CHECK(function, param, explicit, min_args)
 
 
 def remembered_signature_check(
@@ -173,16 +177,8 @@ def remembered_signature_check(
     """`is_param_in_hook_signature`, answered once per function: Lightning's answer depends on
     the function alone (bound or not, it drops the first argument), and inspecting it again at
     every step costs ~0.03 ms on the EPYC, 2% of a small network's step."""
-    key = (getattr(hook_fx, "__func__", hook_fx), param, explicit, min_args)
-    try:
-        return _signature_answers[key]
-    except KeyError:
-        answer = _signature_answers[key] = LIGHTNING_SIGNATURE_CHECK(
-            hook_fx, param, explicit, min_args
-        )
-        return answer
-    except TypeError:  # an unhashable callable: ask Lightning every time
-        return LIGHTNING_SIGNATURE_CHECK(hook_fx, param, explicit, min_args)
+    function = getattr(hook_fx, "__func__", hook_fx)
+    return _signature_answer(function, param, explicit, min_args)
 
 
 def remember_step_signatures() -> None:

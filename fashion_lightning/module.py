@@ -41,6 +41,9 @@ def adamw(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3)
 
 
+TRAIN_LOSS = "train/loss"  # logged every `log_every_n_steps`; the progress bar shows it
+
+
 class ClassifierModule(L.LightningModule):
     """Softmax classification of images into `num_classes` with cross-entropy."""
 
@@ -227,7 +230,7 @@ class ClassifierModule(L.LightningModule):
         # Not `prog_bar=True`: Lightning would then read it from the device at every step, a sync
         # on a GPU; `callbacks.ProgressBar` shows it, read when the bar is drawn.
         if batch_idx == 0 or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss", loss)
+            self.log(TRAIN_LOSS, loss)
         if not self.automatic_optimization:
             self.step_optimizer(loss)
         return loss
