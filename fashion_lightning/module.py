@@ -27,6 +27,7 @@ from fashion_lightning.trust import TRUST_KEY, set_trust
 from fashion_lightning.tta import TTA, resolve_tta, tta_averaged
 
 STAGES = ("train", "val", "test")
+TRAIN_LOSS = "train/loss"  # logged every `log_every_n_steps`; the progress bar shows it
 # Layers that initialise from data (the whitened stem) see this many training images, the first
 # of the split's fixed order: airbench's 5000, ample for a covariance of a few dozen dimensions.
 DATA_INIT_IMAGES = 5000
@@ -39,9 +40,6 @@ SCHEDULE_NEEDS_LENGTH = (
 def adamw(params) -> torch.optim.Optimizer:
     """The default optimizer: AdamW at lr 1e-3, PyTorch's default weight decay (0.01)."""
     return torch.optim.AdamW(params, lr=1e-3)
-
-
-TRAIN_LOSS = "train/loss"  # logged every `log_every_n_steps`; the progress bar shows it
 
 
 class ClassifierModule(L.LightningModule):
