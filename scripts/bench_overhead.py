@@ -6,11 +6,17 @@ that times the training steps of each epoch (first batch start to last batch end
 outside). The plain loop draws the same batches from its own DataModule, normalizes them the same
 way, and takes the same optimizer and learning-rate-schedule steps on its own copy of the network.
 
-The two alternate, epoch by epoch: before each Lightning epoch (outside its timed steps) the plain
+Two more Lightning fits say where the difference comes from, each against its own plain epochs:
+the shipped fit without its fault-tolerance callbacks (`LastCheckpoint`, `EpochEndLastCheckpoint`,
+`ExactResume`, `FiniteLoss`: what they cost), and Lightning's textbook loop (a module whose
+`training_step` returns the loss, automatic optimization, no logger, progress bar, checkpoints or
+project callbacks: what Lightning's loop itself costs; in this process it runs with the CLI's
+fences of Lightning's dispatcher, `internals.py`, which only make it cheaper).
+
+Each Lightning epoch is paired with a plain one: before it (outside its timed steps) the plain
 loop runs one epoch, and each pair gives a ratio Lightning / plain. This shared machine's speed
 drifts by tens of percent over a minute; measured in turn, a slow minute lands on both sides of a
-pair rather than on one loop only. (Until issue 16 part 6 the plain loop ran all its epochs first,
-then Lightning all of its.) Reported: seconds per epoch of each (median of the epochs after the
+pair rather than on one loop only. Reported: seconds per epoch (median of the epochs after the
 first) and the median of the pairs' ratios after the first, at batch 256 and 64.
 
     python scripts/bench_overhead.py [--epochs 4]
@@ -29,12 +35,20 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.data import Batch, FashionMNISTDataModule
 from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.module import WarmupDecay
+from fashion_lightning.module import ClassifierModule, WarmupDecay
+from fashion_lightning.resilience import (
+    EpochEndLastCheckpoint,
+    ExactResume,
+    FiniteLoss,
+    LastCheckpoint,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mlp.yaml"
 EPOCHS = 4
+FAULT_TOLERANCE = (LastCheckpoint, EpochEndLastCheckpoint, ExactResume, FiniteLoss)
+VARIANTS = ("shipped", "without fault tolerance", "textbook Lightning")
 
 
 class PlainLoop:
@@ -65,6 +79,22 @@ class PlainLoop:
         return time.perf_counter() - start
 
 
+class TextbookModule(L.LightningModule):
+    """Lightning's textbook loop over the recipe's network, optimizer and schedule:
+    `training_step` returns the loss and Lightning steps the optimizer."""
+
+    def __init__(self, recipe: ClassifierModule) -> None:
+        super().__init__()
+        self.recipe = recipe  # a child module: Lightning attaches the Trainer to it too
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        images, labels, _ = batch
+        return F.cross_entropy(self.recipe.net(images), labels)
+
+    def configure_optimizers(self):
+        return self.recipe.configure_optimizers()
+
+
 class PairedTimer(L.Callback):
     """Runs a plain epoch before each Lightning epoch; records (plain, Lightning) seconds."""
 
@@ -84,9 +114,34 @@ class PairedTimer(L.Callback):
             self.pairs.append((self.plain_seconds, time.perf_counter() - self.start))
 
 
-def paired_epochs(batch_size: int, folder: str, epochs: int = EPOCHS) -> list[tuple[float, float]]:
-    """(plain, Lightning) seconds of each epoch after the first."""
-    plain = PlainLoop(batch_size, epochs)
+def lightning_fit(
+    args: list[str], variant: str = "shipped"
+) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
+    """The Trainer, module and data of one of `VARIANTS`, built by the CLI from `args`."""
+    sys.argv = ["fashion_lightning"]
+    cli = make_cli(args, run=False)
+    trainer, model = cli.trainer, cli.model
+    if variant == "without fault tolerance":
+        trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, FAULT_TOLERANCE)]
+    elif variant == "textbook Lightning":
+        trainer = L.Trainer(
+            max_epochs=trainer.max_epochs,
+            precision=trainer.precision,
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        model = TextbookModule(model)
+    return trainer, model, cli.datamodule
+
+
+def paired_epochs(
+    batch_size: int, folder: str, epochs: int = EPOCHS, variant: str = "shipped"
+) -> list[tuple[float, float]]:
+    """(plain, Lightning) seconds of each epoch after the first, for one of `VARIANTS`."""
+    timer = PairedTimer(PlainLoop(batch_size, epochs))
     args = [
         f"--config={CONFIG}",
         f"--data.batch_size={batch_size}",
@@ -94,11 +149,9 @@ def paired_epochs(batch_size: int, folder: str, epochs: int = EPOCHS) -> list[tu
         f"--trainer.logger.init_args.save_dir={folder}",
         "--trainer.precision=32-true",
     ]  # as the plain loop, on any CPU
-    sys.argv = ["fashion_lightning"]
-    cli = make_cli(args, run=False)
-    timer = PairedTimer(plain)
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.fit(cli.model, cli.datamodule)
+    trainer, model, data = lightning_fit(args, variant)
+    trainer.callbacks.append(timer)
+    trainer.fit(model, data)
     return timer.pairs[1:]
 
 
@@ -109,18 +162,25 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for batch_size in (256, 64):
-            pairs = paired_epochs(batch_size, folder, epochs)
-            plain, lightning = (statistics.median(side) for side in zip(*pairs))
-            ratio = statistics.median(light / plain for plain, light in pairs)
-            rows.append((batch_size, plain, lightning, ratio))
+            ratios, seconds = [], []
+            for variant in VARIANTS:
+                pairs = paired_epochs(batch_size, folder, epochs, variant)
+                ratios.append(statistics.median(light / plain for plain, light in pairs))
+                seconds.append(tuple(statistics.median(side) for side in zip(*pairs)))
+            rows.append((batch_size, *seconds[0], *ratios))
     print(
         f"\nMLP 784-256-128-10, {epochs} epochs each, alternating (medians of the last "
-        f"{epochs - 1}), {torch.get_num_threads()} threads"
+        f"{epochs - 1}), {torch.get_num_threads()} threads; each Lightning fit against its own "
+        "plain epochs"
     )
-    print("| batch | plain loop s/epoch | Lightning as shipped s/epoch | Lightning / plain |")
-    print("|------:|-------------------:|-----------------------------:|------------------:|")
-    for batch_size, plain, lightning, ratio in rows:
-        print(f"| {batch_size:5d} | {plain:18.3f} | {lightning:28.3f} | {ratio:16.2f}x |")
+    print(
+        "| batch | plain loop s/epoch | Lightning as shipped s/epoch | shipped / plain "
+        "| without fault tolerance / plain | textbook Lightning / plain |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for batch_size, plain, lightning, *ratios in rows:
+        cells = " | ".join(f"{ratio:.2f}x" for ratio in ratios)
+        print(f"| {batch_size} | {plain:.3f} | {lightning:.3f} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,24 @@ def test_frontier_is_drawn_from_a_csv(script, tmp_path: Path) -> None:
     out = tmp_path / "without_cnn.png"
     plot.main([str(tmp_path / "bench.csv"), "--out", str(out), "--exclude", "cnn"])
     assert out.read_bytes().startswith(b"\x89PNG") and out.read_bytes() != path.read_bytes()
+
+
+def test_overhead_variants_take_the_same_steps(script, tiny_args: list[str]) -> None:
+    """bench_overhead's three Lightning fits: the shipped one, the same less the fault-tolerance
+    callbacks, and Lightning's textbook loop, each stepping the optimizer once per batch."""
+    bench = script("bench_overhead")
+    steps, callbacks = {}, {}
+    for variant in bench.VARIANTS:
+        trainer, model, data = bench.lightning_fit(
+            [f"--config={bench.CONFIG}", *tiny_args], variant
+        )
+        trainer.fit(model, data)
+        steps[variant] = trainer.global_step
+        callbacks[variant] = {type(callback) for callback in trainer.callbacks}
+    assert steps["shipped"] == 2 * trainer.num_training_batches > 0
+    assert len(set(steps.values())) == 1
+    assert set(bench.FAULT_TOLERANCE) <= callbacks["shipped"]
+    assert not set(bench.FAULT_TOLERANCE) & callbacks["without fault tolerance"]
+    assert callbacks["without fault tolerance"] == callbacks["shipped"] - set(bench.FAULT_TOLERANCE)
+    assert not callbacks["textbook Lightning"] & callbacks["shipped"]
+    assert model.automatic_optimization and isinstance(model, bench.TextbookModule)
