@@ -34,6 +34,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hardware_peak import describe, read_cpu
 
 from fashion_lightning.data import Batch, FashionMNISTDataModule
 from fashion_lightning.lightning_cli import make_cli
@@ -168,10 +169,10 @@ def main() -> None:
                 ratios.append(statistics.median(light / plain for plain, light in pairs))
                 seconds.append(tuple(statistics.median(side) for side in zip(*pairs)))
             rows.append((batch_size, *seconds[0], *ratios))
+    print(f"\nCPU: {describe(read_cpu())}; float32")
     print(
-        f"\nMLP 784-256-128-10, {epochs} epochs each, alternating (medians of the last "
-        f"{epochs - 1}), {torch.get_num_threads()} threads; each Lightning fit against its own "
-        "plain epochs"
+        f"MLP 784-256-128-10, {epochs} epochs each, alternating (medians of the last "
+        f"{epochs - 1}); each Lightning fit against its own plain epochs"
     )
     print(
         "| batch | plain loop s/epoch | Lightning as shipped s/epoch | shipped / plain "
