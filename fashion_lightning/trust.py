@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
 from fashion_lightning.atomic import atomic_path
-from fashion_lightning.calibration import calibration_error, fit_temperature
+from fashion_lightning.calibration import T_MAX, T_MIN, calibration_error, fit_temperature
 from fashion_lightning.data import normalize
 from fashion_lightning.ood import EnergyMahalanobisScore, EnergyScore, ood_score_of, split_head
 from fashion_lightning.tta import TTA, tta_averaged
@@ -104,7 +104,7 @@ class FitTrust(Callback):
             rank_zero_info(
                 f"Calibrated {path.name} in {time.perf_counter() - start:.1f} s: T = "
                 f"{trust['temperature']:.3f}, validation ECE {trust['val_ece_before']:.2%} -> "
-                f"{trust['val_ece_after']:.2%}."
+                f"{trust['val_ece_after']:.2%}.{at_bound(trust['temperature'])}"
             )
         pl_module.load_state_dict(in_memory)
         set_trust(pl_module, trust or fit_trust(trainer, pl_module, splits))  # or no files
@@ -119,6 +119,17 @@ def checkpoint_files(trainer: L.Trainer) -> list[Path]:
         return []
     paths = [callback.best_model_path, callback.last_model_path]
     return [Path(p) for p in dict.fromkeys(p for p in paths if p and Path(p).is_file())]
+
+
+def at_bound(temperature: float) -> str:
+    """A warning for the calibration line when T sits at the edge of its fitted range."""
+    if T_MIN < temperature < T_MAX:
+        return ""
+    return (
+        f" T is at the edge of its range [{T_MIN:g}, {T_MAX:g}]: the validation NLL has no minimum"
+        " inside it, as when the model gets every validation image right; calibrate on a larger"
+        " or harder validation split before trusting the confidences."
+    )
 
 
 # Training images whose penultimate features give the Mahalanobis class means and covariance:

@@ -12,7 +12,12 @@ import torch
 from conftest import FittedRun, predictions_folder
 
 from fashion_lightning import models, serve_api
-from fashion_lightning.calibration import calibration_error, fit_temperature, reliability
+from fashion_lightning.calibration import (
+    T_MIN,
+    calibration_error,
+    fit_temperature,
+    reliability,
+)
 from fashion_lightning.checkpoint import load_model
 from fashion_lightning.cli import cli_main
 from fashion_lightning.inference import ProbabilityModel
@@ -40,6 +45,13 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels(true_t: f
     logits = 3 * torch.randn(20000, 10, generator=generator)
     labels = torch.multinomial((logits / true_t).softmax(-1), 1, generator=generator)[:, 0]
     assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.05)
+
+
+def test_fit_temperature_stops_at_its_bound_when_every_label_is_right() -> None:
+    # Perfectly separated: the NLL falls for ever as T -> 0, so only the bound can stop it.
+    logits = 5 * torch.eye(10).repeat(100, 1)
+    labels = torch.arange(10).repeat(100)
+    assert fit_temperature(logits, labels) == T_MIN
 
 
 def test_calibration_error_equals_the_hand_computation() -> None:
