@@ -7,11 +7,13 @@ else. pyproject.toml pins these libraries below their next minor for the same re
 public hook does the job, the project uses that instead.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
 import torch
+import torch.optim._muon
 from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
@@ -103,6 +105,21 @@ def cpu_bf16_units() -> dict[str, bool]:
         "AMX": torch.cpu._is_amx_tile_supported(),
         "AVX512-BF16": torch.cpu._is_avx512_bf16_supported(),
     }
+
+
+# torch's Newton-Schulz orthogonalization, as `torch.optim.Muon.step` looks it up on each call.
+TORCH_NEWTON_SCHULZ = torch.optim._muon._zeropower_via_newtonschulz
+
+
+@contextmanager
+def muon_newton_schulz(orthogonalize: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """Within the block, `torch.optim.Muon` orthogonalizes its updates with `orthogonalize`
+    (torch's signature) instead of its own, which hard-codes bfloat16."""
+    torch.optim._muon._zeropower_via_newtonschulz = orthogonalize
+    try:
+        yield
+    finally:
+        torch.optim._muon._zeropower_via_newtonschulz = TORCH_NEWTON_SCHULZ
 
 
 # Lightning's dispatcher of callback hooks, as the loops call it (`call._call_callback_hooks`).

@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from fashion_lightning import internals
 from fashion_lightning.cli import cli_main
 from fashion_lightning.models import CNN
+from fashion_lightning.optim import muon
 from fashion_lightning.optim.build import OptimizerOptions, build_optimizer
 from fashion_lightning.optim.chain import OptimizerChain
 from fashion_lightning.optim.lookahead import Lookahead
-from fashion_lightning.optim.muon import FlatMuon
+from fashion_lightning.optim.muon import FlatMuon, newton_schulz
 from tests.conftest import assert_user_error, config
 
 
@@ -76,11 +78,43 @@ def test_flat_muon_steps_a_conv_weight_as_torch_muon_steps_its_matrix(memory_for
         conv.grad = grad.contiguous(memory_format=memory_format)
         matrix.grad = grad.reshape(6, -1)
         flat.step()
-        plain.step()
+        with internals.muon_newton_schulz(newton_schulz):  # FlatMuon's orthogonalization
+            plain.step()
     assert not torch.equal(conv.detach(), before)
     torch.testing.assert_close(conv.detach().reshape(6, -1), matrix.detach())
     buffer = flat.state_dict()["state"][0]["momentum_buffer"]
     assert buffer.shape == conv.shape  # saved as the weight's shape
+
+
+MUON_DEFAULTS = torch.optim.Muon([torch.zeros(1, 1)]).defaults
+
+
+@pytest.mark.parametrize("shape", [(6, 27), (27, 6)])
+def test_newton_schulz_is_torchs_bit_for_bit_in_bfloat16_and_orthogonal_in_float32(shape) -> None:
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    args = (MUON_DEFAULTS["ns_coefficients"], MUON_DEFAULTS["ns_steps"], MUON_DEFAULTS["eps"])
+    bf16 = newton_schulz(grad, *args, dtype=torch.bfloat16)
+    assert torch.equal(bf16, internals.TORCH_NEWTON_SCHULZ(grad, *args))
+    fp32 = newton_schulz(grad, *args, dtype=torch.float32)
+    assert fp32.dtype == torch.float32 and fp32.shape == grad.shape
+    singular_values = torch.linalg.svdvals(fp32)
+    assert singular_values.min() > 0.5 and singular_values.max() < 1.5  # Muon's U S' V^T
+    torch.testing.assert_close(fp32, bf16.float(), atol=0.03, rtol=0)
+
+
+def test_flat_muon_steps_through_newton_schulz_and_gives_torch_its_own_back(monkeypatch) -> None:
+    calls = []
+
+    def recorded(grad, *args):
+        calls.append(grad.shape)
+        return newton_schulz(grad, *args)
+
+    monkeypatch.setattr(muon, "newton_schulz", recorded)
+    conv = nn.Parameter(torch.randn(4, 2, 3, 3))
+    conv.grad = torch.randn_like(conv)
+    FlatMuon([conv], lr=0.1).step()
+    assert calls == [torch.Size([4, 18])]  # a torch release that renames its function fails here
+    assert torch.optim._muon._zeropower_via_newtonschulz is internals.TORCH_NEWTON_SCHULZ
 
 
 def test_muon_takes_hidden_weights_and_the_chain_round_trips() -> None:
