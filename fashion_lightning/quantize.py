@@ -71,10 +71,12 @@ def quantize_int8(
     train_images: np.ndarray,
     quant_format: QuantFormat = QuantFormat.QDQ,
     per_channel: bool = True,
+    reduce_range: bool = True,
 ) -> None:
     """Write an int8 copy of the float32 ONNX model `float_model` to `out`, calibrated on a
     sample of `train_images`. quant_pre_process first folds BatchNorm into the convolutions and
-    infers every tensor's shape, as the quantizer needs."""
+    infers every tensor's shape, as the quantizer needs. `reduce_range`: 7-bit weights, exact on
+    CPUs without VNNI (module docstring)."""
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
@@ -86,7 +88,7 @@ def quantize_int8(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            reduce_range=True,  # 7-bit weights: exact on CPUs without VNNI (module docstring)
+            reduce_range=reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=[
                 n.name for n in onnx.load(prepared).graph.node if n.op_type in FLOAT_OPS

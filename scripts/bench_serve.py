@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
-from bench_time_to_accuracy import cpu_description
+from hardware_peak import describe, read_cpu
 from PIL import Image
 
 from fashion_lightning import idx, photos
@@ -171,7 +171,7 @@ def main() -> None:
         files = product_photos(Path(folder))
         model = model_file(args, Path(folder))
         print(
-            f"CPU: {cpu_description()}; {os.cpu_count()} cores; {model.option} {model.path}; "
+            f"CPU: {describe(read_cpu())}; {os.cpu_count()} cores; {model.option} {model.path}; "
             f"one thread per worker and in the baseline; serve {' '.join(serve_options)}"
         )
         baseline = in_process(model, files, args.seconds / 2, batch=1)

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
+import torch
 from conftest import tiny_options
 
 from fashion_lightning.run_status import read_status
@@ -117,3 +118,46 @@ def test_overhead_variants_take_the_same_steps(script, tiny_args: list[str]) -> 
     assert callbacks["without fault tolerance"] == callbacks["shipped"] - set(bench.FAULT_TOLERANCE)
     assert not callbacks["textbook Lightning"] & callbacks["shipped"]
     assert model.automatic_optimization and isinstance(model, bench.TextbookModule)
+
+
+def test_muon_bench_orthogonalizes_each_recipes_muon_weights(script) -> None:
+    bench = script("bench_muon")
+    grads = bench.recipe_gradients("cnn_fast")
+    assert len(grads) >= 4 and all(g.ndim == 2 for g in grads)
+    assert grads[0].shape[1] == 9  # the stem's (O, 1 x 3 x 3) weight, as Muon sees it
+    assert bench.step_seconds(grads, torch.float32, repeats=1) > 0
+
+
+NEEDS_BENCH_EXTRA = {"ood_eval"}  # scikit-learn, installed by `make bench`, not by the tests
+
+
+@pytest.mark.parametrize("name", sorted({p.stem for p in SCRIPTS.glob("*.py")} - NEEDS_BENCH_EXTRA))
+def test_every_script_imports(script, name: str) -> None:
+    """A script's imports from the package and from its siblings still resolve after a refactor."""
+    assert script(name).__doc__
+
+
+def test_export_bench_tables_the_checkpoint_and_each_int8_format(
+    script, mlp_fit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    bench = script("bench_export")
+    monkeypatch.setattr(bench, "BATCH_SIZES", (1, 8))  # the tiny test split has 100 images
+    threads = str(torch.get_num_threads())
+    variants = "qdq-pc,qdq-pc-8bit"
+    bench.main(
+        [
+            f"--ckpt_path={mlp_fit.best}",
+            "--seconds=0.02",
+            f"--threads={threads}",
+            f"--variants={variants}",
+        ]
+    )
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if "%" in line]
+    assert [row[0] for row in rows] == [
+        "| checkpoint (torch)",
+        "| ONNX float32",
+        "| ONNX int8 (qdq-pc)",
+        "| ONNX int8 (qdq-pc-8bit)",
+    ]
+    assert rows[0][1] == rows[1][1]  # the float32 export scores what the checkpoint scores
+    assert all(len(row) == 5 for row in rows)  # accuracy, size, two speeds
