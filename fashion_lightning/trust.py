@@ -127,8 +127,8 @@ def at_bound(temperature: float) -> str:
         return ""
     return (
         f" T is at the edge of its range [{T_MIN:g}, {T_MAX:g}]: the validation NLL has no minimum"
-        " inside it, as when the model gets every validation image right; calibrate on a larger"
-        " or harder validation split before trusting the confidences."
+        " inside it, as when the model gets every validation image right. Hold out more images"
+        " (--data.val_size) before trusting the confidences."
     )
 
 
