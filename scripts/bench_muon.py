@@ -10,6 +10,7 @@ The matrices are the recipe's Muon weights seen as Muon sees them, with random g
 
 import argparse
 import logging
+import statistics
 import sys
 import time
 
@@ -21,7 +22,6 @@ from fashion_lightning.optim.build import muon_weights
 from fashion_lightning.optim.muon import as_matrix, newton_schulz, newton_schulz_dtype
 
 RECIPES = ("cnn_fast", "cnn", "resnet")
-MUON = torch.optim.Muon([torch.zeros(1, 1)]).defaults
 
 
 def recipe_gradients(name: str) -> list[torch.Tensor]:
@@ -35,14 +35,13 @@ def recipe_gradients(name: str) -> list[torch.Tensor]:
 
 def step_seconds(grads: list[torch.Tensor], dtype: torch.dtype, repeats: int) -> float:
     """The median time of orthogonalizing every gradient once, after one warm-up."""
-    args = (MUON["ns_coefficients"], MUON["ns_steps"], MUON["eps"])
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
         for grad in grads:
-            newton_schulz(grad, *args, dtype=dtype)
+            newton_schulz(grad, dtype=dtype)  # torch Muon's coefficients, steps and eps
         times.append(time.perf_counter() - start)
-    return sorted(times[1:])[repeats // 2]
+    return statistics.median(times[1:])
 
 
 def main() -> None:

@@ -86,16 +86,13 @@ def test_flat_muon_steps_a_conv_weight_as_torch_muon_steps_its_matrix(memory_for
     assert buffer.shape == conv.shape  # saved as the weight's shape
 
 
-MUON_DEFAULTS = torch.optim.Muon([torch.zeros(1, 1)]).defaults
-
-
 @pytest.mark.parametrize("shape", [(6, 27), (27, 6)])
 def test_newton_schulz_is_torchs_bit_for_bit_in_bfloat16_and_orthogonal_in_float32(shape) -> None:
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    args = (MUON_DEFAULTS["ns_coefficients"], MUON_DEFAULTS["ns_steps"], MUON_DEFAULTS["eps"])
-    bf16 = newton_schulz(grad, *args, dtype=torch.bfloat16)
+    args = (muon.DEFAULTS["ns_coefficients"], muon.DEFAULTS["ns_steps"], muon.DEFAULTS["eps"])
+    bf16 = newton_schulz(grad, dtype=torch.bfloat16)
     assert torch.equal(bf16, internals.TORCH_NEWTON_SCHULZ(grad, *args))
-    fp32 = newton_schulz(grad, *args, dtype=torch.float32)
+    fp32 = newton_schulz(grad, dtype=torch.float32)
     assert fp32.dtype == torch.float32 and fp32.shape == grad.shape
     singular_values = torch.linalg.svdvals(fp32)
     assert singular_values.min() > 0.5 and singular_values.max() < 1.5  # Muon's U S' V^T

@@ -30,6 +30,15 @@ def as_matrix(tensor: Tensor, like: Tensor) -> Tensor:
     return tensor.permute(0, *rest).reshape(len(tensor), -1)
 
 
+def muon_defaults(**kwargs) -> dict:
+    """torch Muon's defaults updated by `kwargs`, checked by torch's own constructor on a 2-D
+    stand-in parameter (the constructor refuses parameters of more dimensions)."""
+    return torch.optim.Muon([torch.zeros(1, 1)], **kwargs).defaults
+
+
+DEFAULTS = muon_defaults()
+
+
 @cache
 def newton_schulz_dtype(device_type: str) -> torch.dtype:
     """bfloat16, torch's choice, except on a CPU that would emulate it."""
@@ -40,9 +49,9 @@ def newton_schulz_dtype(device_type: str) -> torch.dtype:
 
 def newton_schulz(
     grad: Tensor,
-    ns_coefficients: tuple[float, float, float],
-    ns_steps: int,
-    eps: float,
+    ns_coefficients: tuple[float, float, float] = DEFAULTS["ns_coefficients"],
+    ns_steps: int = DEFAULTS["ns_steps"],
+    eps: float = DEFAULTS["eps"],
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """torch's `_zeropower_via_newtonschulz` (the quintic iteration of KellerJordan/Muon), op for
@@ -65,11 +74,7 @@ class FlatMuon(torch.optim.Muon):
     and orthogonalizes in float32 on CPUs without bfloat16 units."""
 
     def __init__(self, params, **kwargs) -> None:
-        params = list(params)
-        # torch's constructor checks the arguments, then refuses >2-D parameters: let it check
-        # them on a 2-D stand-in, then register the real parameters with its defaults.
-        defaults = torch.optim.Muon([torch.zeros(1, 1)], **kwargs).defaults
-        torch.optim.Optimizer.__init__(self, params, defaults)
+        torch.optim.Optimizer.__init__(self, list(params), muon_defaults(**kwargs))
 
     def step(self, closure=None):
         """torch's step, orthogonalizing with `newton_schulz`."""
