@@ -2,7 +2,7 @@
 
 import sys
 
-from fashion_lightning.cli import cli_main
+from fashion_lightning.cli.main import cli_main
 
 
 def main() -> None:

@@ -7,8 +7,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fashion_lightning.errors import FashionLightningError
+
+if TYPE_CHECKING:  # pandas is not imported for the NumPy reference's sake
+    import pandas as pd
 
 
 def umask() -> int:
@@ -65,3 +69,9 @@ def check_writable(folder: Path, option: str) -> None:
             f"{option} points to {folder}, where nothing can be written: {problem}. Give a folder "
             f"you can write to, e.g. {option}=lightning_logs in the current folder."
         )
+
+
+def write_atomic_csv(table: "pd.DataFrame", path: Path) -> None:
+    """Write next to `path`, then rename: readers never see a half-written file."""
+    with atomic_path(path) as partial:
+        table.to_csv(partial, index=False, float_format="%.6f")

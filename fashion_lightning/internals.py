@@ -33,7 +33,7 @@ class FencedLightningCLI(LightningCLI):
     - `_add_subcommands` builds the top-level parser: `add_project_subcommands` lists the
       project's own commands there too, so one `--help` shows them all;
     - `_parse_ckpt_path` would parse a checkpoint's hyperparameters over the whole config,
-      overriding the command line: the project makes them defaults instead (see cli.py), so it
+      overriding the command line: the project makes them defaults instead (see cli/lightning.py), so it
       does nothing here.
     """
 

@@ -24,12 +24,12 @@ import torch
 from hardware_peak import describe, read_cpu
 from onnxruntime.quantization import QuantFormat
 
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.export import export
-from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.quantize import quantize_int8
-from fashion_lightning.runtimes import session_options
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
+from fashion_lightning.deploy.export import export
+from fashion_lightning.deploy.quantize import quantize_int8
+from fashion_lightning.deploy.runtimes import session_options
+from fashion_lightning.evaluation.inference import ProbabilityModel
+from fashion_lightning.training.checkpoint import load_model
 
 BATCH_SIZES = (1, 256)
 # name -> (quantization format, per-channel weights); the first is what export --quantize writes

@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from fashion_lightning import idx
-from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.data import idx
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
 
 BATCH = 256
 

@@ -17,7 +17,7 @@ import time
 import torch
 from hardware_peak import describe, read_cpu
 
-from fashion_lightning.lightning_cli import make_cli
+from fashion_lightning.cli.lightning import make_cli
 from fashion_lightning.optim.build import muon_weights
 from fashion_lightning.optim.muon import as_matrix, newton_schulz, newton_schulz_dtype
 

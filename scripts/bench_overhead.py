@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from hardware_peak import describe, read_cpu
 
-from fashion_lightning.data import Batch, FashionMNISTDataModule
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.module import ClassifierModule, WarmupDecay
-from fashion_lightning.resilience import (
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.data.datamodule import Batch, FashionMNISTDataModule
+from fashion_lightning.training.module import ClassifierModule, WarmupDecay
+from fashion_lightning.training.resilience import (
     EpochEndLastCheckpoint,
     ExactResume,
     FiniteLoss,

@@ -13,7 +13,8 @@ import warnings
 
 import numpy as np
 
-from fashion_lightning import idx, reference
+from fashion_lightning import reference
+from fashion_lightning.data import idx
 
 HIDDEN, BATCH, LR = (256, 128), 256, 1e-3
 

@@ -34,10 +34,10 @@ import numpy as np
 from hardware_peak import describe, read_cpu
 from PIL import Image
 
-from fashion_lightning import idx, photos
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.runtimes import ModelFile
-from fashion_lightning.serve import DEFAULT_BATCH_TIMEOUT
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.data import idx, photos
+from fashion_lightning.deploy.runtimes import ModelFile
+from fashion_lightning.deploy.serve import DEFAULT_BATCH_TIMEOUT
 
 N_PHOTOS = 200
 MAX_REQUESTS = 4000  # per phase, beside its time bound

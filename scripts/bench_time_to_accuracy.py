@@ -47,12 +47,12 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from fashion_lightning import idx
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.recipes import recipe_names
-from fashion_lightning.repeat import ACCURACIES, recipe_seeds
-from fashion_lightning.runs import mean_std, read_run, write_table
-from fashion_lightning.study import run_logger
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.cli.recipes import recipe_names
+from fashion_lightning.data import idx
+from fashion_lightning.experiments.repeat import ACCURACIES, recipe_seeds
+from fashion_lightning.experiments.runs import mean_std, read_run, write_table
+from fashion_lightning.experiments.study import run_logger
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"cnn_fast": (0.93, 1.3), "cnn": (0.94, 6.0), "resnet": (0.945, 25.0)}  # acc, ratio

@@ -4,7 +4,7 @@
 # Prints the folder in use, or one paragraph saying how to get the files.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-find_local() { "$PY" -c 'from fashion_lightning.idx import find_data_dir; print(find_data_dir(download=False))' 2>/dev/null; }
+find_local() { "$PY" -c 'from fashion_lightning.data.idx import find_data_dir; print(find_data_dir(download=False))' 2>/dev/null; }
 
 if dir=$(find_local); then echo "Fashion-MNIST: $dir"; exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${FASHION_MNIST_DIR:-}" ]; then
@@ -13,5 +13,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -z "${FASHION_MNIST_
         || echo "apt-get could not install dataset-fashion-mnist; trying a download instead."
 fi
 if dir=$(find_local); then echo "Fashion-MNIST: $dir"; exit 0; fi
-dir=$("$PY" -m fashion_lightning.idx) || exit 1  # the error paragraph is on stderr
+dir=$("$PY" -m fashion_lightning.data.idx) || exit 1  # the error paragraph is on stderr
 echo "Fashion-MNIST: $dir"

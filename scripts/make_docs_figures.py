@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fashion_lightning.report import report
+from fashion_lightning.experiments.report import report
 
 FIGURES = ("confusion_matrix.png", "misclassified.png", "curves.png")
 

@@ -35,13 +35,18 @@ from PIL import Image, ImageDraw
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
-from fashion_lightning import idx, photos
-from fashion_lightning.callbacks import PredictionWriter
-from fashion_lightning.checkpoint import Checkpoint, load_model
-from fashion_lightning.cli import cli_main
-from fashion_lightning.data import FashionMNISTDataModule, normalize
-from fashion_lightning.ood import FLAG_RATE, EnergyMahalanobisScore, MahalanobisScore, energy
-from fashion_lightning.trust import TrustedClassifier, trust_of
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data import idx, photos
+from fashion_lightning.data.datamodule import FashionMNISTDataModule, normalize
+from fashion_lightning.evaluation.ood import (
+    FLAG_RATE,
+    EnergyMahalanobisScore,
+    MahalanobisScore,
+    energy,
+)
+from fashion_lightning.evaluation.trust import TrustedClassifier, trust_of
+from fashion_lightning.training.callbacks import PredictionWriter
+from fashion_lightning.training.checkpoint import Checkpoint, load_model
 
 SEED = 0
 N_PAIRS = 500  # Fashion-MNIST and digit images for the AUROC

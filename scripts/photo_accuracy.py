@@ -3,7 +3,7 @@ same images as the data set stores them.
 
 Each test image becomes what a shop's product photo looks like: a dark object on an off-white
 canvas several times larger, with uneven margins, in RGB, saved as JPEG. The photos go through
-`fashion_lightning.photos` (what `predict --data.predict_path` does) and the model classifies both
+`fashion_lightning.data.photos` (what `predict --data.predict_path` does) and the model classifies both
 versions. The README's target: photo accuracy >= 0.85x data-set accuracy.
 
     python scripts/photo_accuracy.py --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fashion_lightning import idx, photos
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.data import normalize
+from fashion_lightning.data import idx, photos
+from fashion_lightning.data.datamodule import normalize
+from fashion_lightning.training.checkpoint import load_model
 
 
 def product_photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:

@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from fashion_lightning.plots import save_png
-from fashion_lightning.runs import mean_std
+from fashion_lightning.evaluation.plots import save_png
+from fashion_lightning.experiments.runs import mean_std
 
 # Fashion-MNIST, single model, no extra data: best accuracy published, no time given.
 ANCHORS = (

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fashion_lightning import idx
-from fashion_lightning.callbacks import PredictionWriter
-from fashion_lightning.cli import cli_main
-from fashion_lightning.module import ClassifierModule
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data import idx
+from fashion_lightning.training.callbacks import PredictionWriter
+from fashion_lightning.training.module import ClassifierModule
 
 N_TRAIN, N_TEST = 96, 40
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

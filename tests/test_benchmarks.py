@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_options
 
-from fashion_lightning.run_status import read_status
+from fashion_lightning.training.run_status import read_status
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC 9R14\ncpu MHz\t\t: 2600.000\n"

@@ -8,8 +8,8 @@ from conftest import config
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from fashion_lightning.callbacks import ProgressBar
-from fashion_lightning.lightning_cli import make_cli
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.training.callbacks import ProgressBar
 
 
 @pytest.mark.parametrize(("interval", "drawn"), [(3600.0, [0, 4, 4]), (0.0, [0, 1, 2, 3, 4] * 2)])

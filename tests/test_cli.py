@@ -27,13 +27,13 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashion_lightning import __main__
-from fashion_lightning.cli import cli_main
-from fashion_lightning.commands import COMMANDS
-from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.lightning_cli import make_cli
+from fashion_lightning.cli.commands import COMMANDS
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.cli.recipes import DEFAULT_RECIPE
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.models import CNN, MLP, ResNet
-from fashion_lightning.module import ClassifierModule
-from fashion_lightning.recipes import DEFAULT_RECIPE
+from fashion_lightning.training.module import ClassifierModule
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_fast", "resnet"])
@@ -448,7 +448,7 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
     code = (
-        "import fashion_lightning.__main__ as m, fashion_lightning.recipes as c; "
+        "import fashion_lightning.__main__ as m, fashion_lightning.cli.recipes as c; "
         "print(c.DEFAULT_RECIPE); m.main()"
     )
     result = subprocess.run(

@@ -6,15 +6,15 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from fashion_lightning import idx
-from fashion_lightning.data import (
+from fashion_lightning.data import idx
+from fashion_lightning.data.datamodule import (
     FashionMNISTDataModule,
     TensorBatches,
     random_crop_flip,
     random_erase,
 )
+from fashion_lightning.data.photometric import photometric_jitter
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.photometric import photometric_jitter
 
 
 def sample_ids(images: torch.Tensor) -> set[int]:

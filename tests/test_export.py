@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import FittedRun, config, flat
 
-from fashion_lightning import idx
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.cli import cli_main
-from fashion_lightning.data import normalize
-from fashion_lightning.export import SUFFIXES
-from fashion_lightning.inference import ProbabilityModel
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data import idx
+from fashion_lightning.data.datamodule import normalize
+from fashion_lightning.deploy.export import SUFFIXES
+from fashion_lightning.evaluation.inference import ProbabilityModel
+from fashion_lightning.training.checkpoint import load_model
 
 BATCH_SIZES = (1, 100)
 

@@ -12,13 +12,13 @@ from conftest import COMMAND, config, flat
 from PIL import Image
 from test_cli import assert_user_error
 
-from fashion_lightning import trainer as trainer_policy
 from fashion_lightning.atomic import atomic_path, writable_problem
-from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.cli import cli_main
-from fashion_lightning.precision import resolve_precision
-from fashion_lightning.recipes import recipe_names
-from fashion_lightning.study import hide_password
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.cli.recipes import recipe_names
+from fashion_lightning.experiments.study import hide_password
+from fashion_lightning.training import trainer as trainer_policy
+from fashion_lightning.training.checkpoint import Checkpoint
+from fashion_lightning.training.precision import resolve_precision
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

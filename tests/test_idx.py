@@ -9,7 +9,7 @@ import pytest
 from conftest import synthetic_split, write_dataset, write_idx
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from fashion_lightning import idx
+from fashion_lightning.data import idx
 from fashion_lightning.errors import FashionLightningError
 
 

@@ -16,10 +16,10 @@ from lightning.pytorch.loops import training_epoch_loop
 from lightning.pytorch.trainer import call
 
 from fashion_lightning import internals
-from fashion_lightning import trainer as trainer_policy
-from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.data import TensorBatches
-from fashion_lightning.module import ClassifierModule
+from fashion_lightning.data.datamodule import TensorBatches
+from fashion_lightning.training import trainer as trainer_policy
+from fashion_lightning.training.checkpoint import Checkpoint
+from fashion_lightning.training.module import ClassifierModule
 
 
 def test_lightning_cli_still_has_the_steps_the_fence_overrides() -> None:

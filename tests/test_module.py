@@ -6,7 +6,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from fashion_lightning.models import MLP
-from fashion_lightning.module import ClassifierModule, TrainingSums
+from fashion_lightning.training.module import ClassifierModule, TrainingSums
 
 
 def test_training_sums_give_the_epoch_accuracy_and_mean_loss_of_per_step_metrics() -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fashion_lightning import internals
-from fashion_lightning.cli import cli_main
+from fashion_lightning.cli.main import cli_main
 from fashion_lightning.models import CNN
 from fashion_lightning.optim import muon
 from fashion_lightning.optim.build import OptimizerOptions, build_optimizer

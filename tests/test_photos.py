@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_lightning import photos
+from fashion_lightning.data import photos
 from fashion_lightning.errors import FashionLightningError
 
 CANVAS = (248, 246, 240)  # off-white

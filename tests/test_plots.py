@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import FittedRun, assert_user_error, synthetic_split
 
-from fashion_lightning import plots, reference
-from fashion_lightning.cli import cli_main
-from fashion_lightning.idx import CLASS_NAMES
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data.idx import CLASS_NAMES
+from fashion_lightning.evaluation import plots
+from fashion_lightning.reference.__main__ import main as reference_main
 
 IMAGES, LABELS = synthetic_split(60, seed=0)
 PROBS = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=60)
@@ -50,7 +51,7 @@ def test_each_plot_writes_a_png_of_its_figure_size(make, tmp_path: Path) -> None
 
 def test_curves_draw_the_numpy_reference_history(fake_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
-    reference.main(
+    reference_main(
         [
             "--data-dir",
             str(fake_data_dir),

@@ -3,8 +3,8 @@
 import pytest
 from conftest import FittedRun, config
 
-from fashion_lightning.cli import cli_main
-from fashion_lightning.precision import Capabilities, resolve_precision
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.training.precision import Capabilities, resolve_precision
 
 NO_GPU = dict(cuda=False, cuda_bf16=False, cuda_name="")
 AMX_CPU = Capabilities(**NO_GPU, cpu_avx512_bf16=True, cpu_amx=True, cpu_capability="AVX512")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import COMMAND, config, scalars
 
-from fashion_lightning import reference
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.cli import cli_main
-from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.trust import TRUST_KEY, fit_trust
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
+from fashion_lightning.evaluation.trust import TRUST_KEY, fit_trust
+from fashion_lightning.reference.__main__ import main as reference_main
+from fashion_lightning.training.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 # float32 on every CPU: the NumPy reference and one-process evaluations are compared to 1e-4.
@@ -29,7 +29,7 @@ def test_mlp_reaches_its_floor_and_the_numpy_reference_agrees(real_data_dir, run
     cli = cli_main(["fit", config("mlp"), *QUIET])
     acc = cli.trainer.callback_metrics["test/acc"].item()
     assert acc >= 0.89
-    numpy = reference.main(
+    numpy = reference_main(
         ["--evaluate-checkpoint", cli.trainer.checkpoint_callback.best_model_path]
     )
     assert numpy["test_acc"] == pytest.approx(
@@ -38,7 +38,7 @@ def test_mlp_reaches_its_floor_and_the_numpy_reference_agrees(real_data_dir, run
 
 
 def test_numpy_reference_trains_to_its_floor(real_data_dir: Path) -> None:
-    result = reference.main(["--hidden", "256", "128", "--epochs", "10", "--seed", "0"])
+    result = reference_main(["--hidden", "256", "128", "--epochs", "10", "--seed", "0"])
     assert result["test_acc"] >= 0.885
 
 

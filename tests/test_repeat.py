@@ -16,8 +16,8 @@ import yaml
 from conftest import config, flat, tiny_options
 from test_resilience import send_signal
 
-from fashion_lightning.cli import cli_main
-from fashion_lightning.study import open_storage
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.experiments.study import open_storage
 
 FOLDER = Path("lightning_logs/repeat/mlp")
 

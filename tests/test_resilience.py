@@ -18,10 +18,10 @@ import pytest
 import torch
 from conftest import AIRBENCH_OPTIONS, COMMAND, FittedRun, config, flat
 
-from fashion_lightning import trainer as trainer_policy
-from fashion_lightning.cli import cli_main
-from fashion_lightning.data import TensorBatches
-from fashion_lightning.resilience import AtomicCheckpointIO, FiniteLoss, resume_args
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data.datamodule import TensorBatches
+from fashion_lightning.training import trainer as trainer_policy
+from fashion_lightning.training.resilience import AtomicCheckpointIO, FiniteLoss, resume_args
 
 N, BATCH = 41, 4  # 41 samples: uneven shards under DDP, a short last batch
 

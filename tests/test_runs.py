@@ -13,9 +13,9 @@ from conftest import config, enter_run_dir, flat, scalars, tiny_options
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_resilience import send_signal
 
-from fashion_lightning import runs as runs_module
-from fashion_lightning.cli import cli_main
-from fashion_lightning.run_status import STATUS_FILE
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.experiments import runs as runs_module
+from fashion_lightning.training.run_status import STATUS_FILE
 
 ONE_EPOCH = "--trainer.max_epochs=1"
 DIVERGING = [

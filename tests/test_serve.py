@@ -31,13 +31,13 @@ from PIL import Image
 from starlette.datastructures import FormData, UploadFile
 from test_photos import known_image, product_photo
 
-from fashion_lightning import idx, photos
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.cli import cli_main
-from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.runtimes import ModelFile
-from fashion_lightning.serve import build_server
-from fashion_lightning.serve_api import PhotoClassifierAPI, Refusal
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.data import idx, photos
+from fashion_lightning.deploy.runtimes import ModelFile
+from fashion_lightning.deploy.serve import build_server
+from fashion_lightning.deploy.serve_api import PhotoClassifierAPI, Refusal
+from fashion_lightning.evaluation.inference import ProbabilityModel
+from fashion_lightning.training.checkpoint import load_model
 
 MAX_UPLOAD_MB = 0.05  # small, so that the over-limit uploads stay small too
 N_REAL = 6  # real test images sent as photo files
@@ -503,10 +503,11 @@ def test_serving_an_onnx_file_loads_no_torch_in_its_process(onnx_file: Path) -> 
     checks the worker processes)."""
     code = """if True:
         import sys
-        import fashion_lightning.__main__, fashion_lightning.serve_api, fashion_lightning.runtimes
-        from fashion_lightning.commands import COMMANDS
+        import fashion_lightning.__main__
+        import fashion_lightning.deploy.serve_api, fashion_lightning.deploy.runtimes
+        from fashion_lightning.cli.commands import COMMANDS
         COMMANDS["serve"].load()
-        fashion_lightning.runtimes.ModelFile(sys.argv[1], "onnx").open("cpu")(
+        fashion_lightning.deploy.runtimes.ModelFile(sys.argv[1], "onnx").open("cpu")(
             __import__("numpy").zeros((3, 1, 28, 28), "uint8")
         )
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning")))

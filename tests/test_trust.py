@@ -11,17 +11,17 @@ import pytest
 import torch
 from conftest import FittedRun, predictions_folder
 
-from fashion_lightning import models, serve_api
-from fashion_lightning.calibration import (
+from fashion_lightning import models
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.deploy import serve_api
+from fashion_lightning.evaluation.calibration import (
     T_MIN,
     calibration_error,
     fit_temperature,
     reliability,
 )
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.cli import cli_main
-from fashion_lightning.inference import ProbabilityModel
-from fashion_lightning.ood import (
+from fashion_lightning.evaluation.inference import ProbabilityModel
+from fashion_lightning.evaluation.ood import (
     FLAG_RATE,
     EnergyMahalanobisScore,
     EnergyScore,
@@ -29,7 +29,8 @@ from fashion_lightning.ood import (
     ood_score_of,
     split_head,
 )
-from fashion_lightning.trust import TRUST_KEY
+from fashion_lightning.evaluation.trust import TRUST_KEY
+from fashion_lightning.training.checkpoint import load_model
 
 
 @pytest.fixture

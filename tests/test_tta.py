@@ -1,15 +1,15 @@
-"""Test-time augmentation (fashion_lightning/tta.py): the views and their weights, the older
+"""Test-time augmentation (fashion_lightning/evaluation/tta.py): the views and their weights, the older
 `tta_flip` spelling, and one averaged answer from the module and the inference path."""
 
 import pytest
 import torch
 from conftest import FittedRun
 
-from fashion_lightning.checkpoint import load_model
+from fashion_lightning.evaluation.trust import trust_of
+from fashion_lightning.evaluation.tta import tta_averaged
 from fashion_lightning.models import CNN
-from fashion_lightning.module import ClassifierModule
-from fashion_lightning.trust import trust_of
-from fashion_lightning.tta import tta_averaged
+from fashion_lightning.training.checkpoint import load_model
+from fashion_lightning.training.module import ClassifierModule
 
 
 def framed_images(n: int = 3) -> torch.Tensor:

@@ -17,9 +17,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from fashion_lightning.cli import cli_main
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.tune import check_params, check_values, read_space, space_beside
+from fashion_lightning.cli.lightning import make_cli
+from fashion_lightning.cli.main import cli_main
+from fashion_lightning.experiments.tune import check_params, check_values, read_space, space_beside
 
 REPO = Path(__file__).resolve().parents[1]
 # Learning rate 0 leaves the network at chance (about 0.1 on 10 classes) while 1e-3 and 3e-3 learn the

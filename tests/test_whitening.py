@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import FittedRun
 
-from fashion_lightning.data import FashionMNISTDataModule, normalize
+from fashion_lightning.data.datamodule import FashionMNISTDataModule, normalize
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.models import CNN, ResNet
 from fashion_lightning.models.whitening import WhiteningConv2d, whitening_filters
-from fashion_lightning.module import DATA_INIT_IMAGES
+from fashion_lightning.training.module import DATA_INIT_IMAGES
 
 
 def correlated_images(n: int = 200, seed: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """A multilayer perceptron: flatten, then [Linear -> ReLU -> Dropout] per hidden layer, then Linear.
 
-The NumPy reference network (`reference.py`) mirrors exactly this layout, layer for layer.
+The NumPy reference network (`reference/network.py`) mirrors exactly this layout, layer for layer.
 """
 
 from collections.abc import Sequence

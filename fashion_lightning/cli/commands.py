@@ -42,32 +42,32 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "report": Command(
-        "fashion_lightning.report:report",
+        "fashion_lightning.experiments.report:report",
         "Evaluate a checkpoint on the test set and write its report folder.",
     ),
     "export": Command(
-        "fashion_lightning.export:export",
+        "fashion_lightning.deploy.export:export",
         "Export a checkpoint's model for use outside Python training code (ONNX or TorchScript).",
     ),
     "serve": Command(
-        "fashion_lightning.serve:serve",
+        "fashion_lightning.deploy.serve:serve",
         "Serve a checkpoint's model over HTTP (LitServe): POST /predict, GET /health, and a page "
         "at GET / to try it on a photo.",
     ),
     "tune": Command(
-        "fashion_lightning.tune:tune",
+        "fashion_lightning.experiments.tune:tune",
         "Search a recipe's hyperparameters with Optuna; every trial is an ordinary `fit`.",
         extra="tune",
         passes_on_unknown=True,
     ),
     "repeat": Command(
-        "fashion_lightning.repeat:repeat",
+        "fashion_lightning.experiments.repeat:repeat",
         "Fit one recipe at several seeds (a study of seeds); print the mean ± std of its accuracy.",
         extra="tune",
         passes_on_unknown=True,
     ),
     "runs": Command(
-        "fashion_lightning.runs:runs",
+        "fashion_lightning.experiments.runs:runs",
         "One table of every run (fits, tune trials, repeat seeds): state, differing settings, "
         "metrics; grouped, filtered, plotted.",
     ),

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.errors import NonFiniteLoss
-from fashion_lightning.resilience import Stopped
+from fashion_lightning.training.resilience import Stopped
 
 STATUS_FILE = "status.json"
 # The states a status file can hold; `runs` adds `killed` (a `running` run whose process is gone)

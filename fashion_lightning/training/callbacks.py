@@ -15,12 +15,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from fashion_lightning import photos, plots
-from fashion_lightning.atomic import atomic_path
-from fashion_lightning.data import FashionMNISTDataModule
-from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.module import TRAIN_LOSS
-from fashion_lightning.verdict import verdict
+from fashion_lightning.atomic import write_atomic_csv
+from fashion_lightning.data import photos
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
+from fashion_lightning.data.idx import CLASS_NAMES
+from fashion_lightning.evaluation import plots
+from fashion_lightning.evaluation.verdict import verdict
+from fashion_lightning.training.module import TRAIN_LOSS
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -102,12 +103,6 @@ def photo_grid_inputs(found: photos.Photos, indices: Tensor, table: pd.DataFrame
     captions = [f"{table['class'][r]} {table['confidence'][r]:.0%}" for r in rows]
     names = [Path(found.files[i]).name for i in chosen]
     return originals, found.images[chosen], names, captions
-
-
-def write_atomic_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write next to `path`, then rename: readers never see a half-written file."""
-    with atomic_path(path) as partial:
-        table.to_csv(partial, index=False, float_format="%.6f")
 
 
 def init_arguments(hparams: dict) -> dict:

@@ -19,10 +19,20 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
 from fashion_lightning.atomic import atomic_path
-from fashion_lightning.calibration import T_MAX, T_MIN, calibration_error, fit_temperature
-from fashion_lightning.data import normalize
-from fashion_lightning.ood import EnergyMahalanobisScore, EnergyScore, ood_score_of, split_head
-from fashion_lightning.tta import TTA, tta_averaged
+from fashion_lightning.data.datamodule import normalize
+from fashion_lightning.evaluation.calibration import (
+    T_MAX,
+    T_MIN,
+    calibration_error,
+    fit_temperature,
+)
+from fashion_lightning.evaluation.ood import (
+    EnergyMahalanobisScore,
+    EnergyScore,
+    ood_score_of,
+    split_head,
+)
+from fashion_lightning.evaluation.tta import TTA, tta_averaged
 
 TRUST_KEY = "trust"
 

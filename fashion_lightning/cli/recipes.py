@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fashion_lightning.errors import FashionLightningError
 
-RECIPES = Path(__file__).resolve().parent / "configs"
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
 # The recipe `fit` trains when given no --config.
 DEFAULT_RECIPE = RECIPES / "cnn.yaml"
 CONFIG_OPTIONS = ("--config", "-c")

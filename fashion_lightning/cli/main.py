@@ -1,5 +1,5 @@
 """The command line, `python -m fashion_lightning COMMAND ...`: Lightning's `fit | validate | test
-| predict` (`lightning_cli.py`) and the project's own commands (`commands.COMMANDS`) behind one
+| predict` (`lightning.py`) and the project's own commands (`commands.COMMANDS`) behind one
 entry, one `--help` and one error style: a user mistake is one paragraph on stderr, exit status 2.
 
 The project's commands start without Lightning: their options are parsed by jsonargparse alone,
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin, get_type_
 
 from jsonargparse import ArgumentParser
 
-from fashion_lightning.commands import COMMANDS, PROG
+from fashion_lightning.cli.commands import COMMANDS, PROG
+from fashion_lightning.cli.recipes import with_recipe_paths
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, paragraph
-from fashion_lightning.recipes import with_recipe_paths
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType
@@ -97,7 +97,7 @@ def cli_main(args: "ArgsType" = None) -> Any:
     try:
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:
             return run_command(argv[0], with_recipe_paths(argv[1:]))
-        from fashion_lightning.lightning_cli import make_cli  # Lightning, for fit/validate/...
+        from fashion_lightning.cli.lightning import make_cli  # Lightning, for fit/validate/...
 
         return make_cli(args)
     except FashionLightningError as e:

@@ -1,7 +1,7 @@
 """Fashion-MNIST on disk: find the four IDX files, read and validate them, with NumPy only.
 
 This is the project's one way in for data. It imports no torch, so the NumPy reference network
-(`reference.py`) shares it with the Lightning DataModule (`data.py`).
+(`reference/`) shares it with the Lightning DataModule (`datamodule.py`).
 
 The IDX format (http://yann.lecun.com/exdb/mnist/) is a 4-byte magic number `0x00 0x00 <dtype>
 <ndim>`, then `ndim` big-endian uint32 dimensions, then the raw values in C order.
@@ -187,7 +187,7 @@ def _download() -> Path | None:
     return DOWNLOAD_ROOT / "FashionMNIST" / "raw"
 
 
-if __name__ == "__main__":  # `python -m fashion_lightning.idx`: find (or download) the files
+if __name__ == "__main__":  # `python -m fashion_lightning.data.idx`: find (or download) the files
     import sys
 
     try:

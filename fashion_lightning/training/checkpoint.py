@@ -15,7 +15,7 @@ import torch
 
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.internals import model_from_checkpoint
-from fashion_lightning.module import ClassifierModule
+from fashion_lightning.training.module import ClassifierModule
 
 WRITTEN_BY = "Pass a .ckpt file written by `python -m fashion_lightning fit`."
 
@@ -118,3 +118,13 @@ def load_model(ckpt_path: str | Path, option: str = "--ckpt_path") -> Classifier
     """The model a checkpoint holds, in eval mode: the one way report, export, serve and the
     NumPy reference get a model from a checkpoint. Errors name `option`."""
     return Checkpoint.read(ckpt_path, option).model()
+
+
+def find_last_checkpoint(roots: list[Path]) -> Path | None:
+    """The newest `last.ckpt` under any of `roots`: in a run's folder
+    (`version_N/checkpoints/last.ckpt`), or in the root's own `checkpoints/` (no logger)."""
+    patterns = ("*/checkpoints/last.ckpt", "checkpoints/last.ckpt")
+    found = [
+        p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)

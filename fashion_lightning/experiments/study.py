@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.run_status import process_alive
+from fashion_lightning.training.run_status import process_alive
 
 MONITOR = "val/acc"  # what a study maximizes and prunes on: never a test metric
 # A database storage marks a trial failed when its worker has been silent this long (seconds).

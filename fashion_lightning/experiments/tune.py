@@ -23,12 +23,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from fashion_lightning.atomic import atomic_path
-from fashion_lightning.callbacks import write_atomic_csv  # (its plots module picks Agg)
+from fashion_lightning.atomic import atomic_path, write_atomic_csv
+from fashion_lightning.cli.lightning import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.plots import save_png
-from fashion_lightning.study import (
+from fashion_lightning.evaluation.plots import save_png
+from fashion_lightning.experiments.study import (
     MONITOR,
     check_validates,
     claim,

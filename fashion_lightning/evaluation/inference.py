@@ -6,8 +6,8 @@ gets the same answer from each of them."""
 import torch
 from torch import Tensor, nn
 
-from fashion_lightning.data import normalize
-from fashion_lightning.trust import trust_of
+from fashion_lightning.data.datamodule import normalize
+from fashion_lightning.evaluation.trust import trust_of
 
 
 def probabilities(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:

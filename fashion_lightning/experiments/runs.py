@@ -24,8 +24,8 @@ import yaml
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.report import history_from_events
-from fashion_lightning.run_status import STATES, STATUS_FILE, process_alive, read_status
+from fashion_lightning.experiments.history import history_from_events
+from fashion_lightning.training.run_status import STATES, STATUS_FILE, process_alive, read_status
 
 # A `running` run whose process is gone and whose heartbeat (written at each epoch end) is older
 # than this is shown as killed; the age guards against a pid reused by another process.
@@ -333,7 +333,7 @@ def markdown(table: pd.DataFrame) -> str:
 def draw(table: pd.DataFrame, found: list[Run], keys: list[str], path: Path) -> None:
     """The comparison picture of the table's runs, grouped by `keys` (see plots.run_comparison),
     each group labelled by the keys whose values differ between the groups."""
-    from fashion_lightning import plots
+    from fashion_lightning.evaluation import plots
 
     curves = {run.row["run"]: run.curve for run in found}
     parts = list(table.groupby(keys, dropna=False, sort=True)) if keys else [((), table)]

@@ -17,14 +17,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
-from fashion_lightning.calibration import ECE_BINS
-from fashion_lightning.data import Batch, normalize
+from fashion_lightning.data.datamodule import Batch, normalize
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.inference import probabilities
+from fashion_lightning.evaluation.calibration import ECE_BINS
+from fashion_lightning.evaluation.inference import probabilities
+from fashion_lightning.evaluation.trust import TRUST_KEY, set_trust
+from fashion_lightning.evaluation.tta import TTA, resolve_tta, tta_averaged
 from fashion_lightning.internals import align_optimizer_steps
 from fashion_lightning.optim.build import OptimizerOptions, build_optimizer
-from fashion_lightning.trust import TRUST_KEY, set_trust
-from fashion_lightning.tta import TTA, resolve_tta, tta_averaged
 
 STAGES = ("train", "val", "test")
 TRAIN_LOSS = "train/loss"  # logged every `log_every_n_steps`; the progress bar shows it
@@ -76,7 +76,7 @@ class ClassifierModule(L.LightningModule):
             tta_flip: Test-time augmentation: outside training, average the logits of each image
                 and its mirror image (costs a second forward pass; use with flip-trained nets).
                 The same as `tta: flip`, kept so that older configs and checkpoints load.
-            tta: Test-time augmentation outside training (`fashion_lightning.tta`): "none";
+            tta: Test-time augmentation outside training (`fashion_lightning.evaluation.tta`): "none";
                 "flip" (as tta_flip); "flip_translate": also the mirror pair shifted by one
                 pixel up-left and down-right, weighted as airbench does (6 forward passes).
             norm_lr_scale: Learning rate of every 1-D parameter (BatchNorm weights and biases,

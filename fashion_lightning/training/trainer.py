@@ -10,11 +10,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from fashion_lightning.atomic import check_writable
-from fashion_lightning.callbacks import PredictionWriter, ProgressBar, TensorBoardImages
-from fashion_lightning.precision import Capabilities, resolve_precision
-from fashion_lightning.resilience import EpochEndLastCheckpoint, ExactResume, FiniteLoss
-from fashion_lightning.run_status import RunStatus
-from fashion_lightning.trust import FitTrust
+from fashion_lightning.evaluation.trust import FitTrust
+from fashion_lightning.training.callbacks import PredictionWriter, ProgressBar, TensorBoardImages
+from fashion_lightning.training.precision import Capabilities, resolve_precision
+from fashion_lightning.training.resilience import EpochEndLastCheckpoint, ExactResume, FiniteLoss
+from fashion_lightning.training.run_status import RunStatus
 
 
 def trainer_defaults() -> dict:

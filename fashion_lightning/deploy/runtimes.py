@@ -51,8 +51,8 @@ def open_checkpoint(path: str, device: str, threads: int) -> Runtime:
     """A checkpoint's `ProbabilityModel`; imports torch (and Lightning) now, not before."""
     import torch
 
-    from fashion_lightning.checkpoint import load_model
-    from fashion_lightning.inference import ProbabilityModel
+    from fashion_lightning.evaluation.inference import ProbabilityModel
+    from fashion_lightning.training.checkpoint import load_model
 
     if device == "cpu":
         torch.set_num_threads(threads)

@@ -29,10 +29,10 @@ from jsonargparse.typing import (
     restricted_number_type,
 )
 
+from fashion_lightning.deploy.parent_death import forked_children_die_with_their_parent
+from fashion_lightning.deploy.runtimes import ModelFile
+from fashion_lightning.deploy.serve_api import HOW_TO_SEND, PhotoClassifierAPI
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.parent_death import forked_children_die_with_their_parent
-from fashion_lightning.runtimes import ModelFile
-from fashion_lightning.serve_api import HOW_TO_SEND, PhotoClassifierAPI
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
 # The addresses LitServe's `run` accepts: this machine only, or every IPv4 / IPv6 interface.

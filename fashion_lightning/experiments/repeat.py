@@ -17,11 +17,10 @@ from jsonargparse import Namespace
 from optuna.trial import TrialState
 
 from fashion_lightning.atomic import atomic_path
+from fashion_lightning.cli.lightning import make_cli
 from fashion_lightning.errors import FashionLightningError, NonFiniteLoss
-from fashion_lightning.lightning_cli import make_cli
-from fashion_lightning.resilience import Stopped
-from fashion_lightning.runs import mean_std
-from fashion_lightning.study import (
+from fashion_lightning.experiments.runs import mean_std
+from fashion_lightning.experiments.study import (
     check_validates,
     claim,
     fail_dead_trials,
@@ -30,6 +29,7 @@ from fashion_lightning.study import (
     reached_score,
     run_logger,
 )
+from fashion_lightning.training.resilience import Stopped
 
 # Trials that hold a seed: queued, being fitted, or done. A failed one (killed, diverged) does not.
 HOLDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)

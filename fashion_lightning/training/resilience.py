@@ -7,7 +7,6 @@
   writes it at every epoch end, once ModelCheckpoint has recorded that epoch's best;
 - `FiniteLoss` stops at the first NaN or infinite training loss, before the step reaches the weights;
 - `AtomicCheckpointIO` writes checkpoints beside their place and renames them into it;
-- `find_last_checkpoint` is what `--ckpt_path last` means: the newest `last.ckpt` of any run.
 """
 
 import math
@@ -394,13 +393,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
-
-
-def find_last_checkpoint(roots: list[Path]) -> Path | None:
-    """The newest `last.ckpt` under any of `roots`: in a run's folder
-    (`version_N/checkpoints/last.ckpt`), or in the root's own `checkpoints/` (no logger)."""
-    patterns = ("*/checkpoints/last.ckpt", "checkpoints/last.ckpt")
-    found = [
-        p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
-    ]
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)

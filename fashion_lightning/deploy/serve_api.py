@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from fashion_lightning import photos
-from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.parent_death import die_with_parent
-from fashion_lightning.runtimes import ModelFile, Outputs, Runtime
-from fashion_lightning.verdict import verdict
+from fashion_lightning.data import photos
+from fashion_lightning.data.idx import CLASS_NAMES
+from fashion_lightning.deploy.parent_death import die_with_parent
+from fashion_lightning.deploy.runtimes import ModelFile, Outputs, Runtime
+from fashion_lightning.evaluation.verdict import verdict
 
 HOW_TO_SEND = "Send the photo as the multipart form field `file` (curl -F file=@photo.jpg)."
 

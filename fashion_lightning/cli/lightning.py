@@ -24,10 +24,9 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fashion_lightning.atomic import check_writable, writable_problem
-from fashion_lightning.callbacks import PredictionWriter
-from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.commands import COMMANDS, PROG
-from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.cli.commands import COMMANDS, PROG
+from fashion_lightning.cli.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error
 from fashion_lightning.internals import (
     FencedLightningCLI,
@@ -35,10 +34,11 @@ from fashion_lightning.internals import (
     remember_step_signatures,
     skip_inherited_callback_hooks,
 )
-from fashion_lightning.module import ClassifierModule
-from fashion_lightning.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
-from fashion_lightning.resilience import AtomicCheckpointIO, LastCheckpoint, find_last_checkpoint
-from fashion_lightning.trainer import (
+from fashion_lightning.training.callbacks import PredictionWriter
+from fashion_lightning.training.checkpoint import Checkpoint, find_last_checkpoint
+from fashion_lightning.training.module import ClassifierModule
+from fashion_lightning.training.resilience import AtomicCheckpointIO, LastCheckpoint
+from fashion_lightning.training.trainer import (
     auto_precision,
     check_outputs,
     project_callbacks,
@@ -378,7 +378,7 @@ def make_cli(args: ArgsType = None, run: bool = True) -> FashionCLI:
         save_config_kwargs={"overwrite": True},
         parser_class=ArgumentParser,
         parser_kwargs=parser_kwargs,
-        auto_configure_optimizers=False,  # --model.optimizer is the one way; see module.py
+        auto_configure_optimizers=False,  # --model.optimizer is the one way; see training/module.py
         args=args,
         run=run,
     )

@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 
 from fashion_lightning.atomic import atomic_path
-from fashion_lightning.checkpoint import load_model
-from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.inference import ProbabilityModel
+from fashion_lightning.evaluation.inference import ProbabilityModel
+from fashion_lightning.training.checkpoint import load_model
 
 Format = Literal["onnx", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -102,7 +102,7 @@ def quantize_in_place(path: Path, ckpt_path: str, data_dir: str | None) -> None:
     """Replace the float32 ONNX model at `path` by its int8 copy, calibrated on the training
     split of the checkpoint's data (never the test set)."""
     try:
-        from fashion_lightning.quantize import quantize_int8
+        from fashion_lightning.deploy.quantize import quantize_int8
     except ImportError:
         raise FashionLightningError(
             "--quantize int8 needs onnxruntime: pip install 'fashion_lightning[export]'."

@@ -16,27 +16,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 
-from fashion_lightning import plots
 from fashion_lightning.atomic import give_umask_mode
-from fashion_lightning.calibration import calibration_error, reliability
-from fashion_lightning.checkpoint import Checkpoint
-from fashion_lightning.data import FashionMNISTDataModule
+from fashion_lightning.data.datamodule import FashionMNISTDataModule
+from fashion_lightning.data.idx import CLASS_NAMES
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.idx import CLASS_NAMES
-from fashion_lightning.inference import ProbabilityModel, predict_images
-from fashion_lightning.module import ClassifierModule
-from fashion_lightning.robustness import CORRUPTIONS, corrupted
+from fashion_lightning.evaluation import plots
+from fashion_lightning.evaluation.calibration import calibration_error, reliability
+from fashion_lightning.evaluation.inference import ProbabilityModel, predict_images
+from fashion_lightning.evaluation.robustness import CORRUPTIONS, corrupted
+from fashion_lightning.experiments.history import history_from_events
+from fashion_lightning.training.checkpoint import Checkpoint
+from fashion_lightning.training.module import ClassifierModule
 
-# TensorBoard tags -> history columns for the curves.
-CURVE_TAGS = {
-    "train/loss_epoch": "train_loss",
-    "train/acc": "train_acc",
-    "val/loss": "val_loss",
-    "val/acc": "val_acc",
-}
 # Test images `--robustness` corrupts: 39 passes over them stay cheap on a CPU (about +-0.6% on
 # an accuracy near 90%).
 ROBUSTNESS_IMAGES = 2000
@@ -73,29 +66,6 @@ def report(
             write_robustness(folder, model, images, labels)
     print(f"Report written to {out_dir / 'report.md'}")
     return out_dir
-
-
-def history_from_events(run_dir: Path) -> pd.DataFrame | None:
-    """Per-epoch train/val loss and accuracy from a run's TensorBoard event files, if any."""
-    if not list(run_dir.glob("events.out.tfevents.*")):
-        return None
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    if "epoch" not in tags:
-        return None
-    epoch_at_step = {e.step: int(e.value) for e in events.Scalars("epoch")}
-    columns = {
-        column: {
-            epoch_at_step[e.step]: e.value for e in events.Scalars(tag) if e.step in epoch_at_step
-        }
-        for tag, column in CURVE_TAGS.items()
-        if tag in tags
-    }
-    if not columns:
-        return None
-    history = pd.DataFrame(columns).sort_index()
-    return history.rename_axis("epoch").reset_index().assign(epoch=lambda h: h["epoch"] + 1)
 
 
 class StagingFolder:
