@@ -7,21 +7,18 @@ else. pyproject.toml pins these libraries below their next minor for the same re
 public hook does the job, the project uses that instead.
 """
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 import torch
 import torch.optim._muon
 from lightning.fabric.utilities.types import _Stateful
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core.saving import _load_state
-from lightning.pytorch.loops import training_epoch_loop
-from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.trainer import call
+from torch import nn
 
 # Lightning's protocol for loaders with state_dict/load_state_dict, which it saves in checkpoints.
 Stateful = _Stateful
@@ -122,83 +119,26 @@ def muon_newton_schulz(orthogonalize: Callable[..., torch.Tensor]) -> Iterator[N
         torch.optim._muon._zeropower_via_newtonschulz = TORCH_NEWTON_SCHULZ
 
 
-# Lightning's dispatcher of callback hooks, as the loops call it (`call._call_callback_hooks`).
-LIGHTNING_CALLBACK_HOOKS = call._call_callback_hooks
+def default_config_path(config: Any) -> str | None:
+    """The default config file jsonargparse parsed a command's settings from (its
+    `default_config_files`), which it records under a private key of the parsed config."""
+    return config.get("__default_config__")
 
 
-@cache
-def _inherited(kind: type, hook_name: str) -> bool:
-    """Whether callbacks of class `kind` leave `hook_name` as `Callback`'s empty default."""
-    default = getattr(Callback, hook_name, None)
-    return default is not None and getattr(kind, hook_name, None) is default
+def set_last_lrs(scheduler: torch.optim.lr_scheduler.LRScheduler, lrs: list[float]) -> None:
+    """Set the learning rates a scheduler reports (`get_last_lr`) and its optimizer's groups use,
+    after its schedule was changed under it (torch keeps them in `_last_lr`)."""
+    scheduler._last_lr = list(lrs)
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
 
 
-def call_overridden_callback_hooks(
-    trainer: Trainer,
-    hook_name: str,
-    *args: Any,
-    monitoring_callbacks: bool | None = None,
-    **kwargs: Any,
-) -> None:
-    """`call._call_callback_hooks` (Lightning 2.6) less the calls of `Callback`'s empty defaults.
-
-    Lightning calls every hook of every callback, each inside a profiler context, whether the
-    callback overrides it or not: about 80 calls per training step for the shipped fit's 13
-    callbacks, of which 7 do something (~2 us each on the EPYC, ~0.15 ms a step). This copy
-    skips the empty ones and is otherwise Lightning's, line for line, less its debug log line;
-    the profiler no longer records the skipped calls. Without a profiler (Lightning's
-    `PassThroughProfiler`, the default) it also skips the empty profiler context and the label
-    built for it each call (a ModelCheckpoint's `state_key` is a dict formatted anew)."""
-    pl_module = trainer.lightning_module
-    if pl_module:
-        prev_fx_name = pl_module._current_fx_name
-        pl_module._current_fx_name = hook_name
-    callbacks = trainer.callbacks
-    profiled = not isinstance(trainer.profiler, PassThroughProfiler)
-    if monitoring_callbacks is True:
-        callbacks = [cb for cb in callbacks if isinstance(cb, EarlyStopping | Checkpoint)]
-    elif monitoring_callbacks is False:
-        callbacks = [cb for cb in callbacks if not isinstance(cb, EarlyStopping | Checkpoint)]
-    for callback in callbacks:
-        if _inherited(type(callback), hook_name) and hook_name not in vars(callback):
-            continue
-        fn = getattr(callback, hook_name)
-        if callable(fn) and profiled:
-            with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
-                fn(trainer, trainer.lightning_module, *args, **kwargs)
-        elif callable(fn):
-            fn(trainer, trainer.lightning_module, *args, **kwargs)
-    if pl_module:
-        pl_module._current_fx_name = prev_fx_name
-
-
-def skip_inherited_callback_hooks() -> None:
-    """Make every Trainer of this process dispatch callback hooks through
-    `call_overridden_callback_hooks` (the loops look the function up in `call` at each call)."""
-    call._call_callback_hooks = call_overridden_callback_hooks
-
-
-# Lightning's test of whether a step takes `batch_idx`, which the training loop makes before every
-# step (`_TrainingEpochLoop._build_kwargs`), each time with `inspect.getfullargspec`.
-LIGHTNING_SIGNATURE_CHECK = training_epoch_loop.is_param_in_hook_signature
-
-
-@cache
-def _signature_answer(function: Callable, param: str, explicit: bool, min_args: int | None) -> bool:
-    return LIGHTNING_SIGNATURE_CHECK(function, param, explicit, min_args)
-
-
-def remembered_signature_check(
-    hook_fx: Callable, param: str, explicit: bool = False, min_args: int | None = None
-) -> bool:
-    """`is_param_in_hook_signature`, answered once per function: Lightning's answer depends on
-    the function alone (bound or not, it drops the first argument), and inspecting it again at
-    every step costs ~0.03 ms on the EPYC, 2% of a small network's step."""
-    function = getattr(hook_fx, "__func__", hook_fx)
-    return _signature_answer(function, param, explicit, min_args)
-
-
-def remember_step_signatures() -> None:
-    """Make the training loop of every Trainer of this process use `remembered_signature_check`
-    (the loop looks the function up in its module at each step)."""
-    training_epoch_loop.is_param_in_hook_signature = remembered_signature_check
+def with_submodule(module: nn.Module, path: list[str], leaf: nn.Module) -> nn.Module:
+    """A copy of `module` with the submodule at `path` replaced by `leaf`; only the modules on
+    the path are copied (each with its own dict of children, `nn.Module._modules`), all else,
+    parameters included, is shared with `module`, which is unchanged."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    first, *rest = path
+    clone._modules[first] = with_submodule(module._modules[first], rest, leaf) if rest else leaf
+    return clone

@@ -68,6 +68,32 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         sys.modules[module.__name__] = importlib.import_module(f"{PACKAGE}.{MOVED[old]}")
 
 
+def current_class_path(class_path: str) -> str:
+    """`fashion_lightning.module.ClassifierModule` -> `fashion_lightning.training.module.
+    ClassifierModule`: the class path at its module's home now (others are returned as given)."""
+    package, _, rest = class_path.partition(".")
+    module, _, name = rest.rpartition(".")
+    if package != PACKAGE or module not in MOVED:
+        return class_path
+    return f"{PACKAGE}.{MOVED[module]}.{name}"
+
+
+def with_current_class_paths(value: Any) -> Any:
+    """`value` (hyperparameters as a checkpoint records them) with every `class_path` and
+    LightningCLI's `_class_path` at its home now: Lightning rebuilds a model from a class path
+    only once its module is imported under that very name."""
+    if isinstance(value, dict):
+        return {
+            key: current_class_path(item)
+            if key in ("class_path", "_class_path") and isinstance(item, str)
+            else with_current_class_paths(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [with_current_class_paths(item) for item in value]
+    return value
+
+
 def install() -> None:
     """Add the finder once, after the ordinary ones: a module that exists is always found first."""
     if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):

@@ -138,6 +138,7 @@ def tiny_options(data_dir: Path) -> list[str]:
         "--trainer.enable_model_summary=false",
         "--trainer.log_every_n_steps=1",
         "--trainer.precision=32-true",  # the same numbers on every CPU, bf16 units or not
+        "--figures.draw=false",  # pictures only where a test is about them (DRAW)
     ]
 
 
@@ -215,10 +216,15 @@ def mlp_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
     return fit_once("mlp")
 
 
+# The TensorBoard pictures, for the fit whose tests look at them.
+DRAW = "--figures.draw=true"
+
+
 @pytest.fixture(scope="session")
-def cnn_fit(fit_once: Callable[[str], FittedRun]) -> FittedRun:
-    """The session's tiny CNN fit (cnn_fast): read it, never write into its folder."""
-    return fit_once("cnn_fast")
+def cnn_fit(fit_once: Callable[..., FittedRun]) -> FittedRun:
+    """The session's tiny CNN fit (cnn_fast), with its TensorBoard pictures: read it, never
+    write into its folder."""
+    return fit_once("cnn_fast", DRAW)
 
 
 # airbench's network and data methods all on (test_whitening.py, test_data.py, test_tta.py test

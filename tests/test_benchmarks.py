@@ -25,6 +25,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
     return importlib.import_module
 
 
+@pytest.mark.slow  # fit subprocesses and a torchvision tutorial epoch
 def test_seeds_give_one_csv_row_each_and_their_mean_and_std(
     script, fake_data_dir: Path, run_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -137,6 +138,7 @@ def test_every_script_imports(script, name: str) -> None:
     assert script(name).__doc__
 
 
+@pytest.mark.slow  # an ONNX export and every int8 variant of it
 def test_export_bench_tables_the_checkpoint_and_each_int8_format(
     script, mlp_fit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -36,9 +36,9 @@ from fashion_lightning.models import CNN, MLP, ResNet
 from fashion_lightning.training.module import ClassifierModule
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_fast", "resnet"])
-def test_fit_writes_events_checkpoints_config_and_tests(name: str, fit_once) -> None:
-    fitted: FittedRun = fit_once(name)  # mlp and cnn_fast: the fits the other tests share
+@pytest.mark.parametrize("shared_fit", ["mlp_fit", "cnn_fit"])
+def test_fit_writes_events_checkpoints_config_and_tests(shared_fit: str, request) -> None:
+    fitted: FittedRun = request.getfixturevalue(shared_fit)
     log_dir = fitted.run
     assert log_dir.parent == fitted.cwd / "lightning_logs"  # where the command ran
     assert (log_dir / "checkpoints" / "last.ckpt").is_file()
@@ -50,16 +50,36 @@ def test_fit_writes_events_checkpoints_config_and_tests(name: str, fit_once) -> 
     assert len(logged["val/acc"]) == 2
     assert logged["test/acc"] == [pytest.approx(fitted.metrics["test/acc"])]  # once, as printed
     assert any(tag.startswith("lr-") for tag in logged)
-    images = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+
+
+def test_fit_draws_its_pictures_into_tensorboard(cnn_fit: FittedRun, mlp_fit: FittedRun) -> None:
+    """The samples, a confusion matrix per validation (none for the sanity check) and the
+    mistakes, with the HParams; `--figures.draw false` (the MLP's) keeps only the HParams."""
+    images = EventAccumulator(str(cnn_fit.run), size_guidance={"images": 0})
     images.Reload()
     expected = {"fit/samples", "val/confusion_matrix"}
-    if logged["val/acc"][-1] < 1.0:  # a grid of mistakes needs mistakes
+    if scalars(cnn_fit.run)["val/acc"][-1] < 1.0:  # a grid of mistakes needs mistakes
         expected.add("val/misclassified")
     assert set(images.Tags()["images"]) == expected
-    assert (
-        len(images.Images("val/confusion_matrix")) == 2
-    )  # one per epoch, none for the sanity check
+    assert len(images.Images("val/confusion_matrix")) == 2
     assert "_hparams_/session_start_info" in images.PluginTagToContent("hparams")
+    plain = EventAccumulator(str(mlp_fit.run), size_guidance={"images": 0})
+    plain.Reload()
+    assert plain.Tags()["images"] == []
+    assert "_hparams_/session_start_info" in plain.PluginTagToContent("hparams")
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet"])
+def test_the_bigger_recipes_build_and_take_a_training_step(name: str, tiny_args) -> None:
+    """The default CNN and the ResNet as their configs build them: one step lowers nothing
+    unexpected, and the output is (B, 10) logits with gradients everywhere."""
+    model = make_cli([config(name), *tiny_args], run=False).model
+    images, labels = torch.randn(4, 1, 28, 28), torch.arange(4)
+    model.net.train()
+    loss = torch.nn.functional.cross_entropy(model.net(images), labels)
+    loss.backward()
+    assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
+    assert model.net.eval()(images).shape == (4, 10)
 
 
 def test_gpu_recipe_builds_a_wide_resnet(tiny_args: list[str]) -> None:

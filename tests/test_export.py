@@ -20,11 +20,9 @@ from fashion_lightning.training.checkpoint import load_model
 BATCH_SIZES = (1, 100)
 
 
-# cnn_fit: a CNN with flip TTA; airbench_fit: with flip x translate TTA and a whitened stem
-@pytest.fixture(params=["mlp_fit", "cnn_fit", "airbench_fit"])
-def checkpoint(request, run_dir: Path) -> str:
+def checkpoint_copy(request, shared_fit: str, run_dir: Path) -> str:
     """The best checkpoint of a shared tiny fit, copied here: the export is written beside it."""
-    fitted: FittedRun = request.getfixturevalue(request.param)
+    fitted: FittedRun = request.getfixturevalue(shared_fit)
     return str(fitted.moved_to(run_dir).best)
 
 
@@ -58,8 +56,22 @@ def run_torchscript(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
         return tuple(t.numpy() for t in torch.jit.load(str(path))(torch.from_numpy(images)))
 
 
-@pytest.mark.parametrize(("fmt", "run"), [("onnx", run_onnx), ("torchscript", run_torchscript)])
-def test_export_matches_the_checkpoint(fmt, run, checkpoint: str, test_images) -> None:
+SLOW_EXPORT = pytest.mark.slow  # the dynamo ONNX exporter: seconds a network on 2 cores
+
+
+# cnn_fit: a CNN with flip TTA; airbench_fit: with flip x translate TTA and a whitened stem. One
+# ONNX export in the fast suite (the CNN's: TTA in the graph); every network in TorchScript.
+@pytest.mark.parametrize(
+    ("shared_fit", "fmt", "run"),
+    [
+        ("cnn_fit", "onnx", run_onnx),
+        pytest.param("mlp_fit", "onnx", run_onnx, marks=SLOW_EXPORT),
+        pytest.param("airbench_fit", "onnx", run_onnx, marks=SLOW_EXPORT),
+        *((fit, "torchscript", run_torchscript) for fit in ("mlp_fit", "cnn_fit", "airbench_fit")),
+    ],
+)
+def test_export_matches_the_checkpoint(request, shared_fit, fmt, run, run_dir, test_images) -> None:
+    checkpoint = checkpoint_copy(request, shared_fit, run_dir)
     out = cli_main(["export", f"--ckpt_path={checkpoint}", f"--format={fmt}"])
     assert out == Path(checkpoint).with_suffix(SUFFIXES[fmt])  # beside the checkpoint
     assert not list(out.parent.glob(".*partial"))
@@ -103,6 +115,7 @@ def int8_and_float_exports(ckpt_path: Path, folder: Path) -> tuple[Path, Path]:
     return int8, float32
 
 
+@SLOW_EXPORT
 def test_int8_export_keeps_the_interface_and_the_classes_at_a_third_of_the_size(
     mlp_fit: FittedRun, fake_data_dir: Path, tmp_path: Path
 ) -> None:

@@ -440,6 +440,7 @@ def onnx_file(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return cli_main(["export", f"--ckpt_path={checkpoint}", f"--out={out}"])
 
 
+@pytest.mark.slow  # an ONNX export and a second server
 def test_an_onnx_export_serves_the_checkpoints_answers(
     onnx_file: Path, checkpoint: Path, photo_dir: Path
 ) -> None:
@@ -497,6 +498,7 @@ def test_serve_model_mistakes_are_one_paragraph(
         assert word in error, error
 
 
+@pytest.mark.slow  # an ONNX export and a fresh interpreter
 def test_serving_an_onnx_file_loads_no_torch_in_its_process(onnx_file: Path) -> None:
     """The command's own process: `__main__`, the command registry, serve, the worker's API and
     the model opened by onnxruntime import neither torch nor Lightning (the live test below

@@ -30,11 +30,10 @@ from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error
 from fashion_lightning.internals import (
     FencedLightningCLI,
+    default_config_path,
     list_subcommand,
-    remember_step_signatures,
-    skip_inherited_callback_hooks,
 )
-from fashion_lightning.training.callbacks import PredictionWriter
+from fashion_lightning.training.callbacks import PredictionWriter, TensorBoardImages
 from fashion_lightning.training.checkpoint import Checkpoint, find_last_checkpoint
 from fashion_lightning.training.module import ClassifierModule
 from fashion_lightning.training.resilience import AtomicCheckpointIO, LastCheckpoint
@@ -42,7 +41,6 @@ from fashion_lightning.training.trainer import (
     auto_precision,
     check_outputs,
     project_callbacks,
-    skip_nvml_probe_without_driver,
     trainer_defaults,
 )
 
@@ -107,14 +105,12 @@ class FashionCLI(FencedLightningCLI):
         kwargs.update(self.whole_limits)
         if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-        skip_inherited_callback_hooks()  # ~0.15 ms a training step (scripts/bench_overhead.py)
-        remember_step_signatures()  # ~0.03 ms a training step
-        skip_nvml_probe_without_driver()  # a failed dlopen per optimizer step on CPU machines
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(TensorBoardImages, "figures")
 
     def add_project_subcommands(self, parser: LightningArgumentParser) -> None:
         """One `--help` lists Lightning's subcommands and the project's own (which run through
@@ -251,7 +247,7 @@ def recipe_name(config: Namespace) -> str | None:
     """The name of the recipe a run was built from, `mlp` for --config configs/mlp.yaml (the
     last one given), or the default recipe's; None when there is no config file."""
     paths = config.get("config") or []
-    path = paths[-1] if paths else config.get("__default_config__")
+    path = paths[-1] if paths else default_config_path(config)
     if path is None:
         return None
     return Path(str(path)).name.removesuffix(".yaml").removesuffix(".yml")

@@ -14,10 +14,10 @@ sparing 95% of product photos of garments; the pair does both. `EnergyScore` (en
 kept: checkpoints fitted before the pair shipped carry its state and load with it.
 """
 
-import copy
-
 import torch
 from torch import Tensor, nn
+
+from fashion_lightning.internals import with_submodule
 
 # Share of validation garments flagged as "not clothing": the price of catching the rest.
 FLAG_RATE = 0.05
@@ -31,17 +31,7 @@ def split_head(net: nn.Module) -> tuple[nn.Module, nn.Linear]:
     `models/`): `head(body(x)) == net(x)`, and `body(x)` (B, D) is the penultimate features.
     `body` is a shallow copy sharing every parameter with `net`; `net` itself is unchanged."""
     name = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
-    return _replaced(net, name.split("."), nn.Identity()), net.get_submodule(name)
-
-
-def _replaced(module: nn.Module, path: list[str], leaf: nn.Module) -> nn.Module:
-    """A copy of `module` with the submodule at `path` replaced by `leaf`; only the modules on
-    the path are copied (each with its own dict of children), all else is shared."""
-    clone = copy.copy(module)
-    clone._modules = dict(module._modules)
-    first, *rest = path
-    clone._modules[first] = _replaced(module._modules[first], rest, leaf) if rest else leaf
-    return clone
+    return with_submodule(net, name.split("."), nn.Identity()), net.get_submodule(name)
 
 
 class EnergyScore(nn.Module):

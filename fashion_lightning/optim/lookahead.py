@@ -33,8 +33,9 @@ class Lookahead(OptimizerChain):
         self.steps += 1
         if self.steps % self.every == 0:
             with torch.no_grad():
-                torch._foreach_lerp_(self.slow, self.params, self.alpha)
-                torch._foreach_copy_(self.params, self.slow)
+                for slow, fast in zip(self.slow, self.params):
+                    slow.lerp_(fast, self.alpha)
+                    fast.copy_(slow)
         return loss
 
     def state_dict(self) -> dict:

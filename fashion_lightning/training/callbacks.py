@@ -122,30 +122,37 @@ class TensorBoardImages(Callback):
     Does nothing without a TensorBoardLogger.
     """
 
-    def __init__(self, misclassified: int = 16) -> None:
-        self.misclassified = misclassified
+    def __init__(self, draw: bool = True, misclassified: int = 16) -> None:
+        """
+        Args:
+            draw: Draw the pictures (matplotlib takes a good part of a second for each: a quick
+                experiment or a test may go without); the HParams are logged regardless.
+            misclassified: How many of the most confident mistakes `val/misclassified` shows.
+        """
+        self.draw, self.misclassified = draw, misclassified
         self.confusion = MulticlassConfusionMatrix(len(CLASS_NAMES))
         self.mistakes: dict[str, Tensor] = {}
         self.seen = 0
 
-    @staticmethod
-    def _writer(trainer: L.Trainer):
-        logger = trainer.logger
-        return logger.experiment if isinstance(logger, TensorBoardLogger) else None
+    def _drawing(self, trainer: L.Trainer) -> bool:
+        return self.draw and isinstance(trainer.logger, TensorBoardLogger)
 
     def _add_figure(self, trainer: L.Trainer, tag: str, fig) -> None:
-        writer = self._writer(trainer)
-        if writer is not None and trainer.is_global_zero:
-            writer.add_figure(tag, fig, global_step=trainer.global_step, close=True)
+        if trainer.is_global_zero:
+            trainer.logger.experiment.add_figure(
+                tag, fig, global_step=trainer.global_step, close=True
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
-        if isinstance(datamodule, FashionMNISTDataModule) and self._writer(trainer) is not None:
+        if isinstance(datamodule, FashionMNISTDataModule) and self._drawing(trainer):
             images, labels = datamodule.splits["train"]
             fig = plots.sample_grid(images[:2000, 0].numpy(), labels[:2000].numpy(), CLASS_NAMES)
             self._add_figure(trainer, "fit/samples", fig)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._drawing(trainer):
+            return
         self.confusion = self.confusion.to(pl_module.device)
         self.confusion.reset()
         self.mistakes, self.seen = {}, 0
@@ -153,6 +160,8 @@ class TensorBoardImages(Callback):
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ):
+        if not self._drawing(trainer):
+            return
         images, labels, _ = batch
         self.confusion.update(outputs, labels)
         probs = outputs.float().softmax(dim=-1)
@@ -170,6 +179,8 @@ class TensorBoardImages(Callback):
         self.mistakes = {k: v[keep] for k, v in merged.items()}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._drawing(trainer):
+            return
         matrix = self.confusion.compute()  # every rank takes part in the sync
         if not trainer.sanity_checking:
             self._add_figure(
@@ -179,7 +190,7 @@ class TensorBoardImages(Callback):
             )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.mistakes and len(self.mistakes["labels"]):
+        if self._drawing(trainer) and self.mistakes and len(self.mistakes["labels"]):
             m = {k: v.cpu().numpy() for k, v in self.mistakes.items()}
             title = f"Most confident mistakes of the last validation epoch ({self.seen} images)"
             fig = plots.misclassified_grid(

@@ -15,6 +15,7 @@ import torch
 
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.internals import model_from_checkpoint
+from fashion_lightning.moved import with_current_class_paths
 from fashion_lightning.training.module import ClassifierModule
 
 WRITTEN_BY = "Pass a .ckpt file written by `python -m fashion_lightning fit`."
@@ -49,6 +50,9 @@ class Checkpoint:
             raise FashionLightningError(
                 f"{option} {path} is not a Lightning checkpoint (it has no state_dict). {WRITTEN_BY}"
             )
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):  # older module paths
+            if key in state:
+                state[key] = with_current_class_paths(state[key])
         return cls(path, state, option)
 
     @cached_property
@@ -60,7 +64,8 @@ class Checkpoint:
             return None
         data = dict(self.state.get("datamodule_hyper_parameters") or {})
         for settings in (model, data):
-            settings.pop("_instantiator", None)  # LightningCLI's bookkeeping, not an argument
+            for bookkeeping in ("_instantiator", "_class_path"):  # LightningCLI's, not arguments
+                settings.pop(bookkeeping, None)
         return {"model": model, "data": data}
 
     @property

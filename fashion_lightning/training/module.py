@@ -23,11 +23,11 @@ from fashion_lightning.evaluation.calibration import ECE_BINS
 from fashion_lightning.evaluation.inference import probabilities
 from fashion_lightning.evaluation.trust import TRUST_KEY, set_trust
 from fashion_lightning.evaluation.tta import TTA, resolve_tta, tta_averaged
-from fashion_lightning.internals import align_optimizer_steps
+from fashion_lightning.internals import align_optimizer_steps, set_last_lrs
 from fashion_lightning.optim.build import OptimizerOptions, build_optimizer
 
 STAGES = ("train", "val", "test")
-TRAIN_LOSS = "train/loss"  # logged every `log_every_n_steps`; the progress bar shows it
+TRAIN_LOSS = "train/loss"  # each step; the progress bar shows it
 # Layers that initialise from data (the whitened stem) see this many training images, the first
 # of the split's fixed order: airbench's 5000, ample for a covariance of a few dozen dimensions.
 DATA_INIT_IMAGES = 5000
@@ -129,19 +129,13 @@ class ClassifierModule(L.LightningModule):
         self.compile_net = compile
         self.tta = resolve_tta(tta, tta_flip)
         # Per-stage metric objects ("train" cannot be a ModuleDict key: it is nn.Module.train).
-        # Training's are fed once per epoch from running sums (`TrainingSums`): a torchmetrics
-        # update costs ~0.1 ms a step on the CPU, several percent of a small network's step.
+        # A diverging training loss is `FiniteLoss`'s to report, not a metric's warning.
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
-            self.metrics[f"{stage}_acc"] = (
-                MeanMetric(nan_strategy="disable")
-                if stage == "train"
-                else MulticlassAccuracy(num_classes, average="micro")
-            )
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
             self.metrics[f"{stage}_loss"] = MeanMetric(
                 nan_strategy="disable" if stage == "train" else "warn"
             )
-        self.train_sums = TrainingSums()
         # Test-set calibration before and after temperature scaling (fitted at the end of fit).
         for name in ("test_ece", "test_ece_uncalibrated"):
             self.metrics[name] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS)
@@ -168,25 +162,13 @@ class ClassifierModule(L.LightningModule):
         for layer in layers:
             layer.init_from_data(images)
 
-    def __setattr__(self, name: str, value) -> None:
-        """Lightning sets `_current_fx_name` around every hook it calls, about 40 times a
-        training step; `nn.Module.__setattr__` first looks for a parameter, buffer or submodule
-        of that name (~3 us each time on the CPU). A string is none of them."""
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def _step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
-        """The step shared by train, val and test: the loss, and the epoch metrics' running sums."""
+        """The step shared by train, val and test: the loss and logits; the epoch's metrics."""
         x, y, _ = batch
         logits = self(x)
-        if stage == "train":
-            loss = F.cross_entropy(logits, y, label_smoothing=self.current_label_smoothing())
-            self.train_sums.add(logits, y, loss)
-            return loss, logits
-        loss = F.cross_entropy(logits, y)
-        self.metrics[f"{stage}_acc"].update(logits, y)
+        smoothing = self.current_label_smoothing() if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        self.metrics[f"{stage}_acc"].update(logits.detach(), y)
         self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(y))
         return loss, logits
 
@@ -201,49 +183,16 @@ class ClassifierModule(L.LightningModule):
         return self.label_smoothing * max(1.0 - self.global_step / steps, 0.0)
 
     def _log_epoch(self, stage: str) -> None:
-        """Log the epoch's accuracy and mean loss (synced across processes under DDP). Logging
-        metric objects once per epoch rather than every step halves Lightning's per-step cost."""
-        if stage == "train":
-            self.train_sums.flush(self.metrics["train_acc"], self.metrics["train_loss"])
+        """Log the epoch's accuracy and mean loss, metric objects that torchmetrics syncs across
+        processes under DDP."""
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         self.log(loss_name, self.metrics[f"{stage}_loss"])
         self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], prog_bar=True)
 
-    @property
-    def automatic_optimization(self) -> bool:
-        """Whether Lightning's loop steps the optimizer: only for what it alone does, gradient
-        clipping and accumulation (--trainer.gradient_clip_val, --trainer.accumulate_grad_batches).
-        Otherwise `training_step` steps it itself (`step_optimizer`): the same steps in the same
-        order, without automatic optimization's closure and its six hooks, about 0.2 ms less a
-        step on the CPU (scripts/bench_overhead.py)."""
-        trainer = self._trainer
-        return trainer is not None and (
-            bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
-        )
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")[0]
-        # Each self.log costs about 0.8 ms on CPU; the logger writes only every n steps, so log
-        # only then, and on each epoch's first step for the progress bar (same TensorBoard curve).
-        # Not `prog_bar=True`: Lightning would then read it from the device at every step, a sync
-        # on a GPU; `callbacks.ProgressBar` shows it, read when the bar is drawn.
-        if batch_idx == 0 or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(TRAIN_LOSS, loss)
-        if not self.automatic_optimization:
-            self.step_optimizer(loss)
+        self.log(TRAIN_LOSS, loss)
         return loss
-
-    def step_optimizer(self, loss: Tensor) -> None:
-        """What Lightning's automatic optimization does after `training_step`, in its order:
-        zero the gradients, backpropagate (through the precision plugin and the backward hooks,
-        so `FiniteLoss` sees the loss), step the optimizer, then the per-step schedule."""
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Returns the logits, for callbacks (confusion matrix, misclassified images)."""
@@ -273,8 +222,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint without them (written before calibration existed, or by a fit with no
-        validation) loads with T = 1 and no ood score. Its global step resumes whoever steps the
-        optimizer now (`automatic_optimization`)."""
+        validation) loads with T = 1 and no ood score. One written by a version that stepped the
+        optimizer in `training_step` resumes at its own global step."""
         set_trust(self, checkpoint.get(TRUST_KEY))
         align_optimizer_steps(checkpoint)
 
@@ -325,15 +274,6 @@ class ClassifierModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-class TrainingSums:
-    """The training epoch's correct predictions, summed loss and sample count, kept as running
-    sums on the device (no host sync) and handed to the epoch's metric objects once, at its end,
-    which average them over processes under DDP."""
-
-    def __init__(self) -> None:
-        self.reset()
 
     def reset(self) -> None:
         self.correct: Tensor | int = 0
@@ -394,13 +334,11 @@ class WarmupDecaySchedule(torch.optim.lr_scheduler.LambdaLR):
             return
         vars(schedule).update(own)
         factor = schedule(self.last_epoch)
-        self._last_lr = [base * factor for base in self.base_lrs]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
-            group["lr"] = lr
+        set_last_lrs(self, [base * factor for base in self.base_lrs])
         rank_zero_only(print)(
             f"Resuming with a learning-rate schedule of {own['total']} steps instead of "
             f"{saved['total']} (the run's length changed): step {self.last_epoch} continues on the "
-            f"new schedule, at learning rate {self._last_lr[0]:.3g}."
+            f"new schedule, at learning rate {self.get_last_lr()[0]:.3g}."
         )
 
 

@@ -1,8 +1,6 @@
 """The Trainer policy: its defaults, the project's callbacks, the precision it trains in, and the
 output folders it must be able to write before any work starts."""
 
-import ctypes
-import os
 from pathlib import Path
 
 from lightning.pytorch import Callback, Trainer
@@ -11,7 +9,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from fashion_lightning.atomic import check_writable
 from fashion_lightning.evaluation.trust import FitTrust
-from fashion_lightning.training.callbacks import PredictionWriter, ProgressBar, TensorBoardImages
+from fashion_lightning.training.callbacks import PredictionWriter, ProgressBar
 from fashion_lightning.training.precision import Capabilities, resolve_precision
 from fashion_lightning.training.resilience import EpochEndLastCheckpoint, ExactResume, FiniteLoss
 from fashion_lightning.training.run_status import RunStatus
@@ -36,7 +34,6 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
     config file's name) is recorded in the run's status file."""
     callbacks: list[Callback] = [
         PredictionWriter(),
-        TensorBoardImages(),
         ExactResume(),
         FiniteLoss(),
         RunStatus(recipe),
@@ -58,23 +55,6 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
     if trainer.get("enable_progress_bar") is not False:
         callbacks.append(ProgressBar())
     return callbacks
-
-
-NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-
-
-def skip_nvml_probe_without_driver() -> None:
-    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import, so that asking whether CUDA is
-    there does not initialise it before a fork. torch's Adam and AdamW ask at every step (their
-    graph-capture health check), and on a machine without NVIDIA's driver each answer is a failed
-    dlopen of libnvidia-ml: about 0.05 ms a step on an idle CPU, far more with its cores busy.
-    Without the driver there is no CUDA to protect, so torch's own check answers instead."""
-    if os.environ.get(NVML_CHECK) != "1":
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        del os.environ[NVML_CHECK]
 
 
 def auto_precision(accelerator: str) -> str:
