@@ -20,6 +20,7 @@ LAYERS = [
     {"models", "optim"},
     {"errors", "atomic", "internals", "moved", ""},  # what every layer shares; "" the package
 ]
+SHARED_LAYER = len(LAYERS) - 1  # its modules may import one another
 SHARED = {"__init__.py", "__main__.py", "errors.py", "atomic.py", "internals.py", "moved.py"}
 
 
