@@ -16,11 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fashion_lightning.data import idx
-
-from fashion_lightning.data import photos
-from fashion_lightning.errors import FashionLightningError
+from fashion_lightning.data import idx, photos
 from fashion_lightning.data.photometric import photometric_jitter
+from fashion_lightning.errors import FashionLightningError
 
 # (images (B, 1, 28, 28) uint8, labels (B,) int64, the samples' indices in their split (B,))
 Batch = tuple[Tensor, Tensor, Tensor]
