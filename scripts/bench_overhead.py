@@ -8,10 +8,11 @@ way, and takes the same optimizer and learning-rate-schedule steps on its own co
 
 Two more Lightning fits say where the difference comes from, each against its own plain epochs:
 the shipped fit without its fault-tolerance callbacks (`LastCheckpoint`, `EpochEndLastCheckpoint`,
-`ExactResume`, `FiniteLoss`: what they cost), and Lightning's textbook loop (a module whose
-`training_step` returns the loss, automatic optimization, no logger, progress bar, checkpoints or
-project callbacks: what Lightning's loop itself costs). The target is the shipped fit at most
-1.05x the textbook loop at batch 256: what the project's callbacks and logging add.
+`ExactResume`, `FiniteLoss`: what they cost), and Lightning's textbook loop as its docs show it
+(a module whose `training_step` logs the loss with `self.log` and returns it, a `Trainer` with its
+defaults: a TensorBoard logger, the progress bar, a checkpoint each epoch; none of the project's
+callbacks): what Lightning itself costs. The target is the shipped fit at most 1.05x the textbook
+loop at batch 256: what the project's callbacks, metrics and logging add.
 
 Each Lightning epoch is paired with a plain one: before it (outside its timed steps) the plain
 loop runs one epoch, and each pair gives a ratio Lightning / plain. This shared machine's speed
@@ -83,7 +84,7 @@ class PlainLoop:
 
 class TextbookModule(L.LightningModule):
     """Lightning's textbook loop over the recipe's network, optimizer and schedule:
-    `training_step` returns the loss and Lightning steps the optimizer."""
+    `training_step` logs the loss and returns it, and Lightning steps the optimizer."""
 
     def __init__(self, recipe: ClassifierModule) -> None:
         super().__init__()
@@ -91,7 +92,9 @@ class TextbookModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
-        return F.cross_entropy(self.recipe.net(images), labels)
+        loss = F.cross_entropy(self.recipe.net(images), labels)
+        self.log("train_loss", loss)
+        return loss
 
     def configure_optimizers(self):
         return self.recipe.configure_optimizers()
@@ -117,9 +120,10 @@ class PairedTimer(L.Callback):
 
 
 def lightning_fit(
-    args: list[str], variant: str = "shipped"
+    args: list[str], folder: str, variant: str = "shipped"
 ) -> tuple[L.Trainer, L.LightningModule, L.LightningDataModule]:
-    """The Trainer, module and data of one of `VARIANTS`, built by the CLI from `args`."""
+    """The Trainer, module and data of one of `VARIANTS`, built by the CLI from `args`; the
+    textbook Trainer logs and checkpoints into `folder`."""
     sys.argv = ["fashion_lightning"]
     cli = make_cli(args, run=False)
     trainer, model = cli.trainer, cli.model
@@ -129,11 +133,9 @@ def lightning_fit(
         trainer = L.Trainer(
             max_epochs=trainer.max_epochs,
             precision=trainer.precision,
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
+            default_root_dir=folder,
+            log_every_n_steps=trainer.log_every_n_steps,  # as often as the shipped fit
+            logger=L.pytorch.loggers.TensorBoardLogger(folder, name="textbook"),
         )
         model = TextbookModule(model)
     return trainer, model, cli.datamodule
@@ -151,7 +153,7 @@ def paired_epochs(
         f"--trainer.logger.init_args.save_dir={folder}",
         "--trainer.precision=32-true",
     ]  # as the plain loop, on any CPU
-    trainer, model, data = lightning_fit(args, variant)
+    trainer, model, data = lightning_fit(args, folder, variant)
     trainer.callbacks.append(timer)
     trainer.fit(model, data)
     return timer.pairs[1:]
