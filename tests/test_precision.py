@@ -3,6 +3,7 @@
 import pytest
 from conftest import FittedRun, config
 
+from fashion_lightning.cli.lightning import make_cli
 from fashion_lightning.cli.main import cli_main
 from fashion_lightning.training.precision import Capabilities, resolve_precision
 
@@ -66,3 +67,17 @@ def test_evaluation_stays_float32_unless_told(mlp_run: FittedRun, tiny_args) -> 
     args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
     test = cli_main(["test", f"--ckpt_path={mlp_run.best}", *args])
     assert test.trainer.precision == "32-true"
+
+
+@pytest.mark.parametrize("caps", [BF16_CPU, AVX2_CPU], ids=["bf16 CPU", "AVX2 CPU"])
+def test_tunes_trials_train_in_the_precision_fit_picks(
+    tiny_args, caps: Capabilities, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """A CLI built without a subcommand builds a fit (tune's trials, the benchmarks): it picks
+    the precision as `fit` does, so `best.yaml` is chosen at the precision it trains at."""
+    monkeypatch.setattr(Capabilities, "detect", classmethod(lambda cls: caps))
+    args = [a for a in tiny_args if not a.startswith("--trainer.precision")]
+    expected, _ = resolve_precision("auto", caps)
+    trial = make_cli([config("mlp"), *args], run=False)
+    assert trial.trainer.precision == expected
+    assert f"Precision: {expected}" in caplog.text

@@ -98,8 +98,9 @@ class FashionCLI(FencedLightningCLI):
         recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
         callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
-        # so validate/test/predict give the same numbers as report, export and serve.
-        if trainer.get("precision") is None and self.subcommand == "fit":
+        # so validate/test/predict give the same numbers as report, export and serve. A CLI
+        # built without a subcommand builds a fit (tune's trials, the benchmarks): it trains.
+        if trainer.get("precision") is None and self.subcommand in ("fit", None):
             kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
             self.precision_chosen = True
         kwargs.update(self.whole_limits)
