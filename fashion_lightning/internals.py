@@ -49,6 +49,18 @@ class FencedLightningCLI(LightningCLI):
         return self._subcommand_parsers[name]
 
 
+def keep_whole_numbers_whole(parser: LightningArgumentParser, dests: set[str]) -> None:
+    """Parse the arguments `dests` (typed `Union[int, float]`: a count or a fraction) as an int
+    when the value is a whole number. typing caches a Union by its set of members, so once any
+    module has written `Union[float, int]`, the Trainer's annotation reads back float-first;
+    jsonargparse tries a union's members in order, and `--trainer.limit_val_batches 1` (one
+    batch) became 1.0 (every batch) in the Trainer, config.yaml and --print_config. A PEP 604
+    union (`int | float`) is not cached with them, so it keeps its order."""
+    for action in parser._actions:
+        if action.dest in dests:
+            action._typehint = int | float | None
+
+
 def list_subcommand(parser: LightningArgumentParser, name: str, help: str) -> None:
     """List `name` with `help` among the top-level parser's subcommands (help only: it is parsed
     by its own parser elsewhere), or rewrite the help line of one already listed."""

@@ -99,6 +99,23 @@ def test_gpu_recipe_takes_steps_and_tests(tiny_args: list[str]) -> None:
     assert "test/acc" in cli.trainer.callback_metrics
 
 
+def test_a_runs_config_reruns_the_same_run(tiny_args, run_dir: Path, capsys) -> None:
+    """Whole numbers of batches stay whole in config.yaml and --print_config, so a rerun of the
+    saved config takes the same batches (1.0 would mean all of them)."""
+    limits = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"]
+    first = cli_main(["fit", config("mlp"), *tiny_args, *limits, "--trainer.limit_test_batches=1"])
+    saved = yaml.safe_load((Path(first.trainer.log_dir) / "config.yaml").read_text())["trainer"]
+    assert (saved["limit_train_batches"], saved["limit_val_batches"]) == (3, 1)
+    again = cli_main(["fit", f"--config={Path(first.trainer.log_dir) / 'config.yaml'}"])
+    assert again.trainer.num_training_batches == first.trainer.num_training_batches == 3
+    assert again.trainer.num_val_batches == first.trainer.num_val_batches == [1]
+    assert again.trainer.num_test_batches == [1]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli_main(["fit", config("mlp"), *limits, "--print_config"])
+    assert "limit_train_batches: 3\n" in capsys.readouterr().out
+
+
 def test_fit_without_a_logger_still_checkpoints_and_tests(tiny_args, capsys, run_dir) -> None:
     cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.logger=false"])
     best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()

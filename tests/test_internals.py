@@ -99,3 +99,18 @@ def test_cpu_bf16_units_are_reported_as_booleans() -> None:
     units = internals.cpu_bf16_units()
     assert set(units) == {"AMX", "AVX512-BF16"}
     assert all(isinstance(v, bool) for v in units.values())
+
+
+def test_count_or_fraction_options_keep_a_whole_number_whole() -> None:
+    """`limit_val_batches 1` is one batch and `1.0` all of them: the parser keeps them apart
+    (typing's cache of `Union[float, int]` would make both 1.0)."""
+    from lightning.pytorch import Trainer
+
+    parser = LightningArgumentParser()
+    parser.add_class_arguments(Trainer, "trainer")
+    internals.keep_whole_numbers_whole(parser, {"trainer.limit_val_batches"})
+    for given, parsed in (("1", 1), ("5", 5), ("1.0", 1.0), ("0.25", 0.25)):
+        config = parser.parse_args([f"--trainer.limit_val_batches={given}"])
+        value = config.trainer.limit_val_batches
+        assert value == parsed and type(value) is type(parsed)
+        assert f"limit_val_batches: {given}\n" in parser.dump(config)

@@ -31,6 +31,7 @@ from fashion_lightning.errors import FashionLightningError, exit_with_usage_erro
 from fashion_lightning.internals import (
     FencedLightningCLI,
     default_config_path,
+    keep_whole_numbers_whole,
     list_subcommand,
 )
 from fashion_lightning.training.callbacks import PredictionWriter, TensorBoardImages
@@ -64,7 +65,18 @@ LIGHTNING_HELP = {
     "predict": "Classify the test set, or your photos (--data.predict_path), with a checkpoint.",
 }
 DESCRIPTION = "Train, evaluate and use Fashion-MNIST classifiers with PyTorch Lightning."
-LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+# Trainer options that take a number of batches (an int) or a fraction (a float).
+COUNT_OR_FRACTION = {
+    f"trainer.{name}"
+    for name in (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+        "val_check_interval",
+        "overfit_batches",
+    )
+}
 
 
 class ArgumentParser(LightningArgumentParser):
@@ -81,7 +93,6 @@ class FashionCLI(FencedLightningCLI):
 
     checkpoint: Checkpoint | None = None  # what --ckpt_path names, read once
     precision_chosen = False  # fit's precision picked for this hardware, not by the user
-    whole_limits: dict[str, int] = {}  # limit_*_batches given as numbers of batches
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         kwargs.setdefault("allow_abbrev", False)  # `--model.lr` must not mean `--model.lr_decay`
@@ -103,12 +114,12 @@ class FashionCLI(FencedLightningCLI):
         if trainer.get("precision") is None and self.subcommand in ("fit", None):
             kwargs["precision"] = auto_precision(trainer.get("accelerator") or "auto")
             self.precision_chosen = True
-        kwargs.update(self.whole_limits)
         if not trainer.get("plugins"):  # checkpoints written aside, then renamed into place
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        keep_whole_numbers_whole(parser, COUNT_OR_FRACTION)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(TensorBoardImages, "figures")
@@ -126,7 +137,6 @@ class FashionCLI(FencedLightningCLI):
         check_yaml_files(argv)
         self.use_checkpoint_config(argv)
         super().parse_arguments(parser, args)
-        self.whole_limits = whole_limits(argv)
         subcommand = self.config.get("subcommand")
         if subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             self.resolve_last_checkpoint()
@@ -291,14 +301,6 @@ def evaluation_folder(checkpoint: Checkpoint | None) -> Path:
         announce(f"The checkpoint {why}: writing this command's files to {folder}/.")
     check_writable(folder, "the evaluation output folder")
     return folder
-
-
-def whole_limits(argv: list[str]) -> dict[str, int]:
-    """The `limit_*_batches` given as whole numbers: `--trainer.limit_val_batches 1` means one
-    batch, as it reads, but jsonargparse may hand the Trainer 1.0, which Lightning takes as 100%.
-    A value written with a point stays a fraction."""
-    given = {name: option_value(argv, f"--trainer.{name}") for name in LIMITS}
-    return {name: int(v) for name, v in given.items() if v is not None and v.strip().isdigit()}
 
 
 def check_yaml_files(args: list[str]) -> None:
