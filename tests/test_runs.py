@@ -131,7 +131,8 @@ def test_group_by_gives_the_mean_and_std_repeat_printed(in_zoo: str, tmp_path: P
 
 
 def test_sort_columns_and_every_output_format(in_zoo: str, tmp_path: Path) -> None:
-    options = ["--where=state=finished", "--sort=-val/acc", "--columns=run", "--columns=val/acc"]
+    # The README's forms: a value that starts with a dash, given apart from its option.
+    options = ["--where=state=finished", "--sort", "-val/acc", "--columns=run", "--columns=val/acc"]
     table = table_of(*options)
     assert list(table.columns) == ["run", "val/acc"]
     assert list(table["val/acc"]) == sorted(table["val/acc"], reverse=True)

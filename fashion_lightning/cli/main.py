@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType
 
 
+BOOLEANS = {"true", "false", "yes", "no", "on", "off"}  # values a switch may be given
+
+
 class CommandParser(ArgumentParser):
     """A project command's options, from its function's typed, documented arguments; a bad
     option is one paragraph instead of the full usage text."""
@@ -59,9 +62,10 @@ def run_command(name: str, args: list[str]) -> Any:
     function = command.load()
     summary = inspect.getdoc(function).split("\n\nArgs:")[0]  # the options list the arguments
     parser = CommandParser(prog=f"{PROG} {name}", description=summary)
+    args = as_typed(args, function)
     if not command.passes_on_unknown:
         parser.add_function_arguments(function)
-        args = appending(args, list_options(function))
+        args = appending(args, options_typed(function, list))
         return function(**parser.parse_args(args).as_dict())
     parser.add_function_arguments(function, skip={"fit_args"})
     own = {p for p in inspect.signature(function).parameters if p != "fit_args"}
@@ -69,13 +73,36 @@ def run_command(name: str, args: list[str]) -> Any:
     return function(**parser.parse_args(mine).as_dict(), fit_args=fit_args)
 
 
-def list_options(function: Callable[..., Any]) -> set[str]:
-    """The arguments of `function` typed as lists (e.g. `list[str] | None`)."""
+def options_typed(function: Callable[..., Any], kind: type) -> set[str]:
+    """The arguments of `function` typed as `kind`, alone or in a union (`list[str] | None`)."""
     names = set()
     for name, hint in get_type_hints(function).items():
-        if any(get_origin(h) is list for h in (hint, *get_args(hint))):
+        if any(h is kind or get_origin(h) is kind for h in (hint, *get_args(hint))):
             names.add(name)
     return names
+
+
+def as_typed(args: list[str], function: Callable[..., Any]) -> list[str]:
+    """The options as users type them, in the form the parser reads: a bare boolean switch
+    (`--robustness`) as `--robustness=true`, and a value that starts with a dash
+    (`--sort -val/acc`) joined to its option, which argparse would take for an option itself."""
+    switches = options_typed(function, bool)
+    names = set(inspect.signature(function).parameters) - {"fit_args"}
+    out: list[str] = []
+    it = iter(enumerate(args))
+    for i, arg in it:
+        name = arg.removeprefix("--")
+        after = args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("--") or "=" in arg or name not in names:
+            out.append(arg)
+        elif name in switches and (after is None or after.lower() not in BOOLEANS):
+            out.append(f"{arg}=true")
+        elif after is not None and after.startswith("-") and not after.startswith("--"):
+            out.append(f"{arg}={after}")
+            next(it)
+        else:
+            out.append(arg)
+    return out
 
 
 def appending(args: list[str], names: set[str]) -> list[str]:
