@@ -52,6 +52,25 @@ def test_a_setting_the_optimizer_refuses_is_one_paragraph(option, tiny_args, cap
     assert not list((run_dir / "lightning_logs").glob("version_*"))
 
 
+NO_GPU_HERE = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        pytest.param(
+            ["--trainer.accelerator=gpu"], ["gpu", "--trainer.accelerator"], marks=NO_GPU_HERE
+        ),
+        (["--trainer.strategy=nonsense"], ["invalid strategy name", "--trainer option"]),
+        (["--trainer.logger=lightning.pytorch.loggers.WandbLogger"], ["WandbLogger", "wandb"]),
+    ],
+    ids=["gpu without one", "unknown strategy", "logger package missing"],
+)
+def test_a_setting_the_trainer_refuses_is_one_paragraph(options, words, tiny_args, capsys, run_dir):
+    for command in (["fit", config("mlp")], ["test", config("mlp")]):
+        assert_user_error([*command, *tiny_args, *options], capsys, *words)
+
+
 def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

@@ -125,3 +125,21 @@ def test_report_errors_leave_nothing_behind(
     assert sorted(p.name for p in run_dir.iterdir()) == ["file.txt", "lightning_logs", "mine"]
     assert [p.name for p in (run_dir / "mine").iterdir()] == ["notes.txt"]
     assert not (mlp_run.run / "report").exists()
+
+
+def test_ctrl_c_during_report_is_one_line_and_leaves_no_folder(
+    mlp_run: FittedRun, fake_data_dir: Path, capsys, run_dir: Path, monkeypatch
+) -> None:
+    """Ctrl+C lands wherever the report is (here: while it draws its pictures)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fashion_lightning.experiments.report.write_report", interrupted)
+    out = run_dir / "report"
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["report", f"--ckpt_path={mlp_run.best}", f"--out={out}"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == ["report: stopped by Ctrl+C."]
+    assert not out.exists() and not list(run_dir.glob(".report*"))

@@ -406,6 +406,17 @@ def running_serve(options: list[str], log: Path) -> Iterator[tuple[subprocess.Po
         process.wait(timeout=30)
 
 
+@pytest.mark.slow  # a real server's process group
+def test_ctrl_c_in_a_terminal_stops_serve_quietly(checkpoint: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl+C sends SIGINT to the whole process group, the workers included."""
+    log = tmp_path / "serve.log"
+    with running_serve([f"--ckpt_path={checkpoint}", "--workers=2"], log) as (process, _):
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+        assert group_ends(process.pid, timeout=15), "serve left processes behind"
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
 # --- Batching, and serving an exported ONNX model -------------------------------------------
 
 

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from fashion_lightning.atomic import check_writable, writable_problem
 from fashion_lightning.cli.commands import COMMANDS, PROG
 from fashion_lightning.cli.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
+from fashion_lightning.cli.refusals import refusals_as_paragraphs
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error
 from fashion_lightning.internals import (
@@ -97,6 +98,11 @@ class FashionCLI(FencedLightningCLI):
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         kwargs.setdefault("allow_abbrev", False)  # `--model.lr` must not mean `--model.lr_decay`
         return super().init_parser(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data and Trainer; a setting Lightning refuses is one paragraph."""
+        with refusals_as_paragraphs():
+            super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The Trainer, plus the callbacks that its logger and progress-bar settings allow.

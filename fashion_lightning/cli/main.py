@@ -130,3 +130,9 @@ def cli_main(args: "ArgsType" = None) -> Any:
     except FashionLightningError as e:
         print(paragraph(str(e)), file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        # Every command writes its files aside and renames them into place: nothing is left
+        # half-written. 130 is how shells report a process ended by Ctrl+C (SIGINT).
+        command = argv[0] if isinstance(argv, list) and argv else "the command"
+        print(f"{command}: stopped by Ctrl+C.", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -11,6 +11,7 @@ import base64
 import io
 import math
 import os
+import signal
 from dataclasses import dataclass
 
 import litserve as ls
@@ -78,6 +79,9 @@ class PhotoClassifierAPI(ls.LitAPI):
         """Runs once in each inference worker process."""
         if os.getpid() != self.parent_pid:  # a worker process (not a test's own process)
             die_with_parent(self.parent_pid)  # a SIGKILLed `serve` leaves no worker behind
+            # Ctrl+C in a terminal reaches the whole process group; `serve` itself stops its
+            # workers, which would otherwise each print a KeyboardInterrupt traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         # One thread: torch's or onnxruntime's idle threads spin against the HTTP server's
         # process, and on 2 cores one thread serves more requests/s (scripts/bench_serve.py).
         # --workers adds parallelism instead.
