@@ -377,6 +377,8 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A few trials that tie: the importances are equal, which the picture shows already.
+        warnings.filterwarnings("ignore", "Target and region quantiles select the same set")
         for name, plot in plots.items():
             try:
                 figure = plot(study, target_name=MONITOR).figure
