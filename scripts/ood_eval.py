@@ -140,11 +140,11 @@ def product_images(test: tuple[np.ndarray, np.ndarray], folder: Path) -> None:
 
 
 def predict_folder(ckpt_path: str, folder: Path) -> pd.DataFrame:
-    """`predict --data.predict_path folder`, as a user runs it; its predictions.csv."""
+    """`predict --data.predict_path folder`, as a user runs it; the predictions it wrote."""
     options = [f"--ckpt_path={ckpt_path}", f"--data.predict_path={folder}"]
     cli = cli_main(["predict", *options, "--trainer.enable_progress_bar=false"])
-    written = next(c.folder for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
-    return pd.read_csv(written / "predictions.csv")
+    written = next(c.written for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
+    return pd.read_csv(written)
 
 
 def self_made_ood(n: int = 500) -> np.ndarray:

@@ -62,9 +62,18 @@ def scalars(log_dir: str | Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def prediction_writer(cli) -> PredictionWriter:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
+
+
 def predictions_folder(cli) -> Path:
-    """Where a `predict` run wrote predictions.csv (the checkpoint's run folder, or eval/)."""
-    return next(c.folder for c in cli.trainer.callbacks if isinstance(c, PredictionWriter))
+    """Where a `predict` run wrote its predictions (the checkpoint's run folder, or eval/)."""
+    return prediction_writer(cli).folder
+
+
+def predictions_file(cli) -> Path:
+    """The predictions file a `predict` run wrote (predictions.csv for the test set)."""
+    return prediction_writer(cli).written
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:

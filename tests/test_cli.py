@@ -19,6 +19,7 @@ from conftest import (
     assert_user_error,
     config,
     flat,
+    predictions_file,
     predictions_folder,
     scalars,
     synthetic_split,
@@ -431,25 +432,28 @@ def test_checkpoint_without_config_asks_for_one(tiny_args, capsys, fake_data_dir
     )
 
 
-def test_predict_on_photos_writes_a_row_per_file_and_a_grid(mlp_run: FittedRun, tmp_path) -> None:
+def test_predict_on_photos_writes_a_row_per_file_and_a_grid(
+    mlp_run: FittedRun, run_dir: Path
+) -> None:
+    """Each prediction set has its own file: the test set's predictions.csv, then one named
+    after each photos folder, never replacing another folder's of the same name."""
     best = mlp_run.best
-    photos_dir = tmp_path / "photos"
+
+    def predict(*options: str) -> Path:
+        args = [f"--ckpt_path={best}", *options, "--trainer.enable_progress_bar=false"]
+        return predictions_file(cli_main(["predict", *args]))
+
+    test_set = predict("--trainer.limit_predict_batches=1")
+    photos_dir = Path("photos")  # relative, as typed
     photos_dir.mkdir()
     images, _ = synthetic_split(3, seed=5)
     for i, image in enumerate(images):
         Image.fromarray(255 - image).save(photos_dir / f"{i}.{['png', 'jpg', 'webp'][i]}")
     (photos_dir / "3.png").write_text("not an image")
-    cli = cli_main(
-        [
-            "predict",
-            f"--ckpt_path={best}",
-            f"--data.predict_path={photos_dir}",
-            "--data.data_dir=/no/such/dir",  # photos need no data set
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    run = predictions_folder(cli)
-    table = pd.read_csv(run / "predictions.csv", keep_default_na=False)
+    written = predict(f"--data.predict_path={photos_dir}", "--data.data_dir=/no/such/dir")
+    assert (test_set.name, written.name) == ("predictions.csv", "predictions_photos.csv")
+    assert len(pd.read_csv(test_set)) == 16  # the test set's file is untouched
+    table = pd.read_csv(written, keep_default_na=False)
     names = list(FashionMNISTDataModule.class_names)
     assert list(table.columns) == [
         "file",
@@ -460,13 +464,21 @@ def test_predict_on_photos_writes_a_row_per_file_and_a_grid(mlp_run: FittedRun, 
         "verdict",
         "error",
     ]
-    assert [Path(f).name for f in table["file"]] == ["0.png", "1.jpg", "2.webp", "3.png"]
+    assert list(table["file"]) == [
+        str(run_dir / "photos" / name) for name in ("0.png", "1.jpg", "2.webp", "3.png")
+    ]
     assert list(table["error"] != "") == [False, False, False, True]
     good = table[table["error"] == ""]
     probs = good[names].astype(float).to_numpy()
     assert abs(probs.sum(axis=1) - 1).max() < 1e-4
     assert list(good["class"]) == [names[i] for i in probs.argmax(axis=1)]
-    assert (run / "predictions.png").stat().st_size > 0
+    assert written.with_suffix(".png").stat().st_size > 0
+    assert predict(f"--data.predict_path={photos_dir}") == written  # its own file again
+    other = run_dir / "elsewhere" / "photos"
+    other.mkdir(parents=True)
+    shutil.copy(photos_dir / "0.png", other)
+    assert predict(f"--data.predict_path={other}").name == "predictions_photos_2.csv"
+    assert len(pd.read_csv(written)) == 4
 
 
 @pytest.mark.slow  # builds and installs a wheel: half a minute

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import COMMAND, FittedRun, assert_user_error, flat, predictions_folder
+from conftest import COMMAND, FittedRun, assert_user_error, flat, predictions_file
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
@@ -116,7 +116,7 @@ def test_answers_equal_predict_for_the_same_photo_files(
             "--trainer.enable_progress_bar=false",
         ]
     )
-    table = pd.read_csv(predictions_folder(cli) / "predictions.csv", keep_default_na=False)
+    table = pd.read_csv(predictions_file(cli), keep_default_na=False)
     assert len(table) == N_REAL + 1 and (table["error"] == "").all()
     names = list(idx.CLASS_NAMES)
     for _, row in table.iterrows():

@@ -19,25 +19,30 @@ from fashion_lightning.atomic import write_atomic_csv
 from fashion_lightning.data import photos
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.data.idx import CLASS_NAMES
+from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.evaluation import plots
 from fashion_lightning.evaluation.verdict import verdict
 from fashion_lightning.training.module import TRAIN_LOSS
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes `predictions.csv` after `predict`, into `folder` (the CLI sets it: the checkpoint's
-    run folder). For the test set: one row per image with its index, true label, predicted class,
-    confidence, all class probabilities, `ood_score` and `verdict` (`clothing`, or `not clothing`
-    when the ood score is above 1). For your photos (`--data.predict_path`): one row per file
-    with its name, class name, confidence, probabilities, `ood_score`, `verdict` and `error` (why
-    a file could not be used), plus `predictions.png`, the photos beside the 28x28 images the
-    model saw. Under DDP each rank writes `predictions_rank<R>.csv` (and .png) for the images it
-    saw."""
+    """Writes the predictions after `predict`, into `folder` (the CLI sets it: the checkpoint's
+    run folder). For the test set, `predictions.csv`: one row per image with its index, true
+    label, predicted class, confidence, all class probabilities, `ood_score` and `verdict`
+    (`clothing`, or `not clothing` when the ood score is above 1). For your photos
+    (`--data.predict_path`), a file of their own named after the folder or file given
+    (`predictions_photos.csv` for photos/; `predictions_photos_2.csv` when that name already
+    holds another folder's): one row per file with its absolute path, class name, confidence,
+    probabilities, `ood_score`, `verdict` and `error` (why a file could not be used), plus the
+    same name as .png, the photos beside the 28x28 images the model saw. Under DDP each rank
+    writes its own file (`predictions_rank<R>.csv`) for the images it saw. `written` is the
+    last file written."""
 
     def __init__(self, grid_size: int = 24) -> None:
         super().__init__(write_interval="epoch")
-        self.grid_size = grid_size  # photos drawn in predictions.png
+        self.grid_size = grid_size  # photos drawn in the .png beside the photos' table
         self.folder = Path(".")
+        self.written: Path | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         index, labels, probs, ood = (
@@ -46,21 +51,48 @@ class PredictionWriter(BasePredictionWriter):
         )
         found = getattr(trainer.datamodule, "photos", None)
         rank = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        path = self.folder / f"predictions{rank}.csv"
         if found is None:
+            path = self.folder / f"predictions{rank}.csv"
             table = test_set_table(index, labels, probs.float(), ood.float())
             what = f"{len(table)} images"
         else:
             table = photo_table(found, index, probs.float(), ood.float())
+            path = photos_csv(self.folder, Path(trainer.datamodule.predict_path), rank)
             grid = plots.photo_grid(*photo_grid_inputs(found, index, table, self.grid_size))
             plots.save_png(grid, path.with_suffix(".png"))
             failed = int((table["error"] != "").sum())
             what = f"{len(table) - failed} of {len(table)} photos"
         write_atomic_csv(table, path)
+        self.written = path
         unusable = (
             f" ({failed} could not be used: see the error column)" if found and failed else ""
         )
         print(f"Predictions for {what} written to {path}{unusable}")
+
+
+def photos_csv(folder: Path, source: Path, rank: str) -> Path:
+    """The photos' table in `folder`, named after `source` (the folder or file predicted): a
+    prediction set never replaces another's, only its own earlier one."""
+    source = source.absolute()
+    stem = f"predictions_{source.stem or 'photos'}{rank}"
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.csv" if n == 1 else f"{stem}_{n}.csv")
+        earlier = predicted_from(path) if path.is_file() else source
+        if earlier is None or earlier == source or source in earlier.parents:
+            return path
+    raise FashionLightningError(f"{folder} holds 999 prediction files named {stem}: clear some.")
+
+
+def predicted_from(path: Path) -> Path | None:
+    """Where a photos' table's files lie (their common folder, or the one file), or None when
+    it cannot be told."""
+    try:
+        files = pd.read_csv(path, usecols=["file"])["file"].astype(str).tolist()
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if len(files) == 1:
+        return Path(files[0])
+    return Path(os.path.commonpath(files)) if files else None
 
 
 def probability_table(probs: Tensor, ood_scores: Tensor) -> pd.DataFrame:
@@ -88,7 +120,7 @@ def photo_table(found: photos.Photos, indices: Tensor, probs: Tensor, ood: Tenso
     errors = [found.errors[i] for i in indices.tolist()]
     table = probability_table(probs, ood)
     table.insert(0, "class", [CLASS_NAMES[c] for c in probs.argmax(dim=1).tolist()])
-    table.insert(0, "file", [found.files[i] for i in indices.tolist()])
+    table.insert(0, "file", [os.path.abspath(found.files[i]) for i in indices.tolist()])
     table["error"] = errors
     failed = table["error"] != ""
     table.loc[failed, ["class", "confidence", *CLASS_NAMES, "ood_score", "verdict"]] = None
