@@ -143,3 +143,14 @@ def test_ctrl_c_during_report_is_one_line_and_leaves_no_folder(
     assert stopped.value.code == 130 and "Traceback" not in err
     assert err.strip().splitlines() == ["report: stopped by Ctrl+C."]
     assert not out.exists() and not list(run_dir.glob(".report*"))
+
+
+def test_photo_grid_draws_what_the_model_saw_light_on_dark() -> None:
+    """A 28x28 input is a light garment on black: drawn so, beside the photo it came from."""
+    photo = np.full((40, 40, 3), 255, dtype=np.uint8)
+    seen = np.zeros((1, 28, 28), dtype=np.uint8)
+    seen[0, 10:18, 10:18] = 255
+    fig = plots.photo_grid([photo], seen, ["shirt.jpg"], ["Shirt 90%"])
+    fig.canvas.draw()
+    drawn = fig.axes[1].images[0].make_image(fig.canvas.get_renderer(), unsampled=True)[0]
+    assert drawn[0, 0, :3].max() == 0 and drawn[14, 14, :3].min() == 255  # black, and white

@@ -20,7 +20,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from fashion_lightning.atomic import atomic_path  # noqa: E402
 
-IMAGE_CMAP = "gray_r"
+IMAGE_CMAP = "gray_r"  # garments dark on white, as in the papers' figures
+SEEN_CMAP = "gray"  # an image as the model sees it: light on dark, as the serve page draws it
 TRAIN, EVAL = "#1f77b4", "#d62728"  # blue and red stay distinct in grayscale print too
 
 
@@ -192,7 +193,7 @@ def photo_grid(
         photo_ax, seen_ax = axes[k // pairs_per_row, 2 * (k % pairs_per_row) :][:2]
         photo_ax.imshow(photo)
         photo_ax.set_title(name if len(name) <= 18 else name[:15] + "...", fontsize=8)
-        seen_ax.imshow(image, cmap=IMAGE_CMAP, vmin=0, vmax=255)
+        seen_ax.imshow(image, cmap=SEEN_CMAP, vmin=0, vmax=255)
         seen_ax.set_title(caption, fontsize=8)
     fig.suptitle("Your photos, and the 28x28 images the model saw")
     fig.tight_layout()
