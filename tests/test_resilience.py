@@ -219,7 +219,7 @@ def test_a_nan_read_every_few_steps_still_names_the_first_one(
 
 def test_no_last_checkpoint_anywhere_starts_fresh(tiny_args, run_dir, capsys) -> None:
     cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=1", "--ckpt_path=last"])
-    assert "no last.ckpt under" in flat(capsys.readouterr().out)
+    assert "no last.ckpt of recipe `mlp` under" in flat(capsys.readouterr().out)
     assert cli.trainer.global_step == 5 and Path(cli.trainer.log_dir).name == "version_0"
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
@@ -234,6 +234,22 @@ def test_ckpt_path_last_picks_the_newest_run(mlp_run: FittedRun, tiny_args, run_
     assert "resuming from lightning_logs/version_0/checkpoints/last.ckpt" in flat(
         capsys.readouterr().out
     )
+    assert Path(cli.trainer.log_dir).name == "version_0" and cli.trainer.global_step == 15
+
+
+def test_ckpt_path_last_resumes_the_newest_run_of_the_same_recipe(
+    mlp_run: FittedRun, cnn_fit: FittedRun, tiny_args, run_dir, capsys
+) -> None:
+    """One log folder, runs of two recipes: each recipe's `--ckpt_path last` finds its own."""
+    logs = run_dir / "lightning_logs"
+    shutil.copytree(cnn_fit.run, logs / "version_1")
+    newest = logs / "version_1" / "checkpoints" / "last.ckpt"
+    os.utime(newest, (newest.stat().st_mtime + 10,) * 2)  # the CNN's run is the newest
+    capsys.readouterr()
+    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    out = flat(capsys.readouterr().out)
+    assert "resuming from lightning_logs/version_0/checkpoints/last.ckpt" in out
+    assert "the newest last.ckpt of recipe `mlp`" in out
     assert Path(cli.trainer.log_dir).name == "version_0" and cli.trainer.global_step == 15
 
 

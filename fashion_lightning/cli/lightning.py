@@ -188,25 +188,28 @@ class FashionCLI(FencedLightningCLI):
                     parser.set_defaults({f"{group}.{key}": value})
 
     def resolve_last_checkpoint(self) -> None:
-        """`--ckpt_path last`: the newest last.ckpt of any run under the log folder, resumed into
-        that run's own folder (its TensorBoard curves continue); with none, a fresh run."""
+        """`--ckpt_path last`: the newest last.ckpt under the log folder of a run of the same
+        recipe and network, resumed into that run's own folder (its TensorBoard curves
+        continue); with none, a fresh run. One log folder can hold several recipes' runs."""
         config = self.config.fit
+        recipe, network = recipe_name(config), config.model.net.class_path
         logger = config.trainer.get("logger")
         init = logger.get("init_args") if isinstance(logger, dict | Namespace) else None
         roots = [Path(config.trainer.get("default_root_dir") or ".")]
         if init is not None and init.get("save_dir") is not None:
             roots.insert(0, Path(init.save_dir) / (init.get("name") or ""))
-        found = find_last_checkpoint(roots)
+        found = find_last_checkpoint(roots, recipe, network)
+        of = f"last.ckpt of recipe `{recipe}`" if recipe else f"last.ckpt of a {network}"
         if found is None:
             where = " or ".join(str(r) for r in dict.fromkeys(roots))
-            announce(f"--ckpt_path last: no last.ckpt under {where}; starting a fresh run.")
+            announce(f"--ckpt_path last: no {of} under {where}; starting a fresh run.")
             config.ckpt_path = None
             return
         run = found.parent.parent
         if init is not None and "version" in init and run.parent.resolve() == roots[0].resolve():
             version = run.name.removeprefix("version_")
             init.version = int(version) if version.isdigit() else run.name
-        announce(f"--ckpt_path last: resuming from {found} (the newest last.ckpt), into {run}.")
+        announce(f"--ckpt_path last: resuming from {found} (the newest {of}), into {run}.")
         config.ckpt_path = str(found)
 
     def check_network(self, wanted: Namespace, path: str) -> None:

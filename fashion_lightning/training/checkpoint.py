@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.internals import model_from_checkpoint
-from fashion_lightning.moved import with_current_class_paths
+from fashion_lightning.moved import current_class_path, with_current_class_paths
 from fashion_lightning.training.module import ClassifierModule
 
 WRITTEN_BY = "Pass a .ckpt file written by `python -m fashion_lightning fit`."
@@ -125,11 +126,40 @@ def load_model(ckpt_path: str | Path, option: str = "--ckpt_path") -> Classifier
     return Checkpoint.read(ckpt_path, option).model()
 
 
-def find_last_checkpoint(roots: list[Path]) -> Path | None:
-    """The newest `last.ckpt` under any of `roots`: in a run's folder
-    (`version_N/checkpoints/last.ckpt`), or in the root's own `checkpoints/` (no logger)."""
+def find_last_checkpoint(
+    roots: list[Path], recipe: str | None = None, network: str | None = None
+) -> Path | None:
+    """The newest `last.ckpt` under any of `roots` of a run of `recipe` and `network` (its
+    status.json's recipe, its config.yaml's network; a run that records neither matches): in
+    a run's folder (`version_N/checkpoints/last.ckpt`), or in the root's own `checkpoints/`
+    (no logger). So one log folder can hold the runs of several recipes."""
     patterns = ("*/checkpoints/last.ckpt", "checkpoints/last.ckpt")
     found = [
-        p for root in roots if root.is_dir() for pattern in patterns for p in root.glob(pattern)
+        p
+        for root in roots
+        if root.is_dir()
+        for pattern in patterns
+        for p in root.glob(pattern)
+        if run_is_of(p.parent.parent, recipe, network)
     ]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def run_is_of(run: Path, recipe: str | None, network: str | None) -> bool:
+    """Whether the run folder `run` records no other recipe and no other network."""
+    recorded = read_yaml(run / "status.json").get("recipe")  # JSON is YAML
+    config = read_yaml(run / "config.yaml")
+    net = ((config.get("model") or {}).get("net") or {}) if isinstance(config, dict) else {}
+    saved_network = net.get("class_path") if isinstance(net, dict) else None
+    return (None in (recipe, recorded) or recipe == recorded) and (
+        None in (network, saved_network) or current_class_path(saved_network) == network
+    )
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML (or JSON) file's mapping; {} when it is missing or not one."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
