@@ -71,6 +71,14 @@ def test_a_setting_the_trainer_refuses_is_one_paragraph(options, words, tiny_arg
         assert_user_error([*command, *tiny_args, *options], capsys, *words)
 
 
+def test_a_config_of_only_some_options_says_how_to_stack_it(tiny_args, capsys, run_dir) -> None:
+    Path("mine.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    words = ["replaces the default recipe", "--config cnn --config mine.yaml"]
+    assert_user_error(["fit", "--config=mine.yaml", *tiny_args], capsys, *words)
+    stacked = fit([*tiny_args, "--config=mine.yaml"])  # fit() names the MLP recipe first
+    assert stacked.trainer.max_epochs == 1 and stacked.trainer.current_epoch == 1
+
+
 def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

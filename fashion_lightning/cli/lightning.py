@@ -66,6 +66,11 @@ LIGHTNING_HELP = {
     "predict": "Classify the test set, or your photos (--data.predict_path), with a checkpoint.",
 }
 DESCRIPTION = "Train, evaluate and use Fashion-MNIST classifiers with PyTorch Lightning."
+PARTIAL_CONFIG_HINT = (
+    "Naming a --config replaces the default recipe, so a file that sets only some options (e.g. "
+    "trainer: {max_epochs: 1}) names no network. Stack it on a recipe, later files overriding "
+    "earlier ones: --config cnn --config mine.yaml"
+)
 # Trainer options that take a number of batches (an int) or a fraction (a float).
 COUNT_OR_FRACTION = {
     f"trainer.{name}"
@@ -86,6 +91,8 @@ class ArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
             super().error(message, ex)
+        if "required" in message and "model.net" in message:
+            message = f"{message.rstrip('.')}. {PARTIAL_CONFIG_HINT}"
         exit_with_usage_error(self.prog, message)
 
 
