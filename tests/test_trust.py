@@ -9,12 +9,13 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
-from conftest import FittedRun, predictions_folder
+from conftest import FittedRun, config, predictions_folder
 
 from fashion_lightning import models
 from fashion_lightning.cli.main import cli_main
 from fashion_lightning.deploy import serve_api
 from fashion_lightning.evaluation.calibration import (
+    T_MAX,
     T_MIN,
     calibration_error,
     fit_temperature,
@@ -29,7 +30,7 @@ from fashion_lightning.evaluation.ood import (
     ood_score_of,
     split_head,
 )
-from fashion_lightning.evaluation.trust import TRUST_KEY
+from fashion_lightning.evaluation.trust import TRUST_KEY, at_bound, splits_seen
 from fashion_lightning.training.checkpoint import load_model
 
 
@@ -172,3 +173,33 @@ def test_report_robustness_writes_the_table_and_picture(fitted: Path) -> None:
     assert not math.isnan(flips.mean())
     assert (out / "robustness.png").stat().st_size > 0
     assert "## Accuracy under corruption" in (out / "report.md").read_text()
+
+
+def test_calibration_uses_the_validation_batches_the_run_validates(tiny_args, run_dir) -> None:
+    """A smoke run (`--trainer.limit_val_batches 1`) calibrates on that one batch, and on the
+    training batches it trained on, not on the whole split."""
+    sizes = [
+        "--data.val_size=48",
+        "--trainer.limit_val_batches=1",
+        "--trainer.limit_train_batches=2",
+    ]
+    cli = cli_main(["fit", config("mlp"), *tiny_args, *sizes, "--trainer.limit_test_batches=1"])
+    splits = cli.datamodule.splits
+    seen = splits_seen(cli.trainer, splits)
+    assert len(splits["val"][0]) == 48 and [len(t) for t in seen["val"]] == [16, 16]
+    assert [len(t) for t in seen["train"]] == [2 * 16, 2 * 16]
+    assert (seen["val"][0] == splits["val"][0][:16]).all()
+
+
+@pytest.mark.parametrize(
+    "temperature, accuracy, words",
+    [
+        (T_MAX, 0.45, ["45% validation accuracy", "Train longer"]),
+        (T_MIN, 1.0, ["every one of the validation images", "--trainer.limit_val_batches"]),
+        (T_MIN, 0.9, ["far less confident", "Train longer"]),
+        (1.2, 0.9, []),
+    ],
+)
+def test_a_temperature_at_its_bound_says_what_happened(temperature, accuracy, words) -> None:
+    told = at_bound({"temperature": temperature, "val_acc": accuracy})
+    assert all(word in told for word in words) and bool(told) == bool(words)

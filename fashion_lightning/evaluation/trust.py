@@ -97,6 +97,7 @@ class FitTrust(Callback):
         if not trainer.limit_val_batches or "val" not in splits or trainer.fast_dev_run:
             rank_zero_info("No validation in this fit: the model stays uncalibrated (T = 1).")
             return
+        splits = splits_seen(trainer, splits)
         trainer.strategy.barrier()  # every checkpoint file is complete before it is read
         home = pl_module.device  # Lightning's teardown has moved the module off the accelerator
         pl_module.to(trainer.strategy.root_device)
@@ -114,7 +115,7 @@ class FitTrust(Callback):
             rank_zero_info(
                 f"Calibrated {path.name} in {time.perf_counter() - start:.1f} s: T = "
                 f"{trust['temperature']:.3f}, validation ECE {trust['val_ece_before']:.2%} -> "
-                f"{trust['val_ece_after']:.2%}.{at_bound(trust['temperature'])}"
+                f"{trust['val_ece_after']:.2%}.{at_bound(trust)}"
             )
         pl_module.load_state_dict(in_memory)
         set_trust(pl_module, trust or fit_trust(trainer, pl_module, splits))  # or no files
@@ -131,15 +132,47 @@ def checkpoint_files(trainer: L.Trainer) -> list[Path]:
     return [Path(p) for p in dict.fromkeys(p for p in paths if p and Path(p).is_file())]
 
 
-def at_bound(temperature: float) -> str:
-    """A warning for the calibration line when T sits at the edge of its fitted range."""
+def at_bound(trust: dict) -> str:
+    """What happened, for the calibration line, when T sits at the edge of its fitted range."""
+    temperature, accuracy = trust["temperature"], trust["val_acc"]
     if T_MIN < temperature < T_MAX:
         return ""
+    edge = f" T is at the edge of its range [{T_MIN:g}, {T_MAX:g}]"
+    if temperature >= T_MAX:
+        return (
+            f"{edge}: at {accuracy:.0%} validation accuracy the confidences say little about "
+            f"being right, so the validation NLL keeps falling toward uniform probabilities. "
+            f"Train longer (more epochs or batches) before trusting the confidences."
+        )
+    if accuracy == 1.0:
+        return (
+            f"{edge}: the model gets every one of the validation images it was calibrated on "
+            f"right, so the NLL has no minimum. Calibrate on more of them (--data.val_size, "
+            f"--trainer.limit_val_batches) before trusting the confidences."
+        )
     return (
-        f" T is at the edge of its range [{T_MIN:g}, {T_MAX:g}]: the validation NLL has no minimum"
-        " inside it, as when the model gets every validation image right. Hold out more images"
-        " (--data.val_size) before trusting the confidences."
+        f"{edge}: at {accuracy:.0%} validation accuracy the model is far less confident than "
+        f"it is right; the NLL still falls at T = {T_MIN:g}. Train longer before trusting the "
+        f"confidences."
     )
+
+
+def splits_seen(trainer: L.Trainer, splits: dict) -> dict:
+    """The validation and training images the fit's loops saw (all of them, or as many as
+    `--trainer.limit_val_batches` / `limit_train_batches` let through): calibration fits on
+    the batches the run validates, so a smoke run's calibration is as short as its fit."""
+    world, datamodule = trainer.world_size, trainer.datamodule
+    seen = {
+        "val": (trainer.num_val_batches, getattr(datamodule, "eval_batch_size", None)),
+        "train": ([trainer.num_training_batches], getattr(datamodule, "batch_size", None)),
+    }
+    cut = dict(splits)
+    for name, (batches, batch_size) in seen.items():
+        total = sum(batches) if batches else math.inf
+        if batch_size and math.isfinite(total):
+            n = int(total) * batch_size * world
+            cut[name] = tuple(t[:n] for t in splits[name])
+    return cut
 
 
 # Training images whose penultimate features give the Mahalanobis class means and covariance:
@@ -167,6 +200,7 @@ def fit_trust(trainer: L.Trainer, pl_module: L.LightningModule, splits: dict) ->
     return {
         "temperature": temperature,
         "ood": ood.state(),
+        "val_acc": float((val_logits.argmax(-1) == val_labels).float().mean()),
         "val_ece_before": calibration_error(val_logits.softmax(-1), val_labels),
         "val_ece_after": calibration_error((val_logits / temperature).softmax(-1), val_labels),
     }
