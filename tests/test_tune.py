@@ -157,6 +157,26 @@ def test_rerun_continues_the_study_and_fails_a_killed_trial(tiny_args, run_dir, 
     assert len(load_study(run_dir / "lightning_logs").trials) == 3
 
 
+def test_a_rerun_with_other_fit_options_is_refused_or_starts_a_new_study(
+    tiny_args, run_dir, capsys
+) -> None:
+    """Trials are ranked against each other: a study never mixes trials fitted differently."""
+    tune = ["tune", config("mlp"), "--trials=1", *tiny_args, "--trainer.max_epochs=1"]
+    cli_main([*tune, "--trainer.limit_train_batches", "4"])
+    changed = [*tune, "--trials=2", "--trainer.limit_train_batches=2"]
+    words = [
+        "--trainer.limit_train_batches=4",
+        "now --trainer.limit_train_batches=2",
+        "--new_study",
+    ]
+    assert_user_error(changed, capsys, *words)
+    assert len(load_study(run_dir / "lightning_logs").trials) == 1  # no trial ran
+    cli_main([*changed, "--new_study"])
+    assert "starting the new study 'mlp_2'" in capsys.readouterr().out
+    assert len(load_study(run_dir / "lightning_logs", "mlp_2").trials) == 2
+    assert len(load_study(run_dir / "lightning_logs").trials) == 1
+
+
 @pytest.mark.slow  # a second, real worker process
 def test_two_processes_share_one_study(tiny_args: list[str], run_dir: Path) -> None:
     command = tune_command([*tiny_args, "--trainer.max_epochs=1"], trials=4)

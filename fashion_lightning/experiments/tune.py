@@ -32,6 +32,7 @@ from fashion_lightning.experiments.study import (
     check_validates,
     claim,
     fail_dead_trials,
+    open_storage,
     open_study,
     reached_score,
     run_logger,
@@ -73,6 +74,7 @@ def tune(
     study: str | None = None,
     storage: str | None = None,
     space: str | None = None,
+    new_study: bool = False,
     fit_args: list[str] | None = None,
 ) -> Path:
     """Search a recipe's hyperparameters with Optuna; every trial is an ordinary `fit`.
@@ -98,6 +100,9 @@ def tune(
             file system can use at once.
         space: The search space file. Default: beside the recipe, configs/X.tune.yaml for
             configs/X.yaml.
+        new_study: When the study exists but was run with other fit options: start a new one
+            beside it (STUDY_2, STUDY_3, ...) instead of refusing. A study's trials are ranked
+            against each other, so they must all fit with the same options.
         fit_args: Options for every trial's fit (on the command line: every unknown option).
     """
     fit_args = [f"--config={config}", *(fit_args or [])]
@@ -110,9 +115,60 @@ def tune(
     name = study or Path(config).name.removesuffix(".yaml").removesuffix(".yml")
     folder = Path("lightning_logs") / "tune" / name
     the_study = open_study(name, storage, folder, search.sampler, search.pruner)  # first write
+    changed = changed_options(the_study, fit_args)
+    if changed and not new_study:
+        raise FashionLightningError(
+            f"The study {name!r} was run with other fit options ({changed}); its trials are "
+            f"ranked against each other, so every trial must fit alike. Rerun it with its own "
+            f"options, or add --new_study to start a new study beside it."
+        )
+    if changed:
+        name = next_free_name(name, storage)
+        folder = folder.parent / name
+        print(f"The study's fit options changed ({changed}): starting the new study {name!r}.")
+        the_study = open_study(name, storage, folder, search.sampler, search.pruner)
+    the_study.set_user_attr(FIT_OPTIONS, option_pairs(fit_args))
     fail_dead_trials(the_study)
     run_missing(the_study, Objective(fit_args, search, folder, base.config), trials, timeout)
     return write_results(the_study, folder)
+
+
+FIT_OPTIONS = "fit_options"  # the study's user attribute: the options every trial fits with
+
+
+def option_pairs(fit_args: list[str]) -> list[str]:
+    """The fit options as `--name=value` strings, however they were typed."""
+    pairs, it = [], iter(fit_args)
+    for arg in it:
+        if arg.startswith("--") and "=" not in arg:
+            value = next(it, "")
+            arg = f"{arg}={value}"
+        pairs.append(arg)
+    return pairs
+
+
+def changed_options(study: optuna.Study, fit_args: list[str]) -> str:
+    """How `fit_args` differ from the options the study's trials fitted with ("" if alike, or
+    a study that recorded none: a new one)."""
+    recorded = study.user_attrs.get(FIT_OPTIONS)
+    given = option_pairs(fit_args)
+    if recorded is None or recorded == given:
+        return ""
+    gone = [o for o in recorded if o not in given]
+    new = [o for o in given if o not in recorded]
+    parts = [f"then {' '.join(gone)}" if gone else "", f"now {' '.join(new)}" if new else ""]
+    return "; ".join(p for p in parts if p) or "the same options in another order"
+
+
+def next_free_name(name: str, storage: str | None) -> str:
+    """NAME_2, NAME_3, ...: the first name with no study folder (and, in a database, no study)."""
+    taken = set()
+    if storage is not None:
+        taken = set(optuna.get_all_study_names(open_storage(storage, Path("."))))
+    n = 2
+    while f"{name}_{n}" in taken or (Path("lightning_logs") / "tune" / f"{name}_{n}").exists():
+        n += 1
+    return f"{name}_{n}"
 
 
 def run_missing(study: optuna.Study, objective: "Objective", trials: int, timeout: float | None):
@@ -164,7 +220,7 @@ def read_space(path: Path) -> SearchSpace:
     parser.add_argument("--sampler", type=optuna.samplers.BaseSampler | None, default=None)
     parser.add_argument("--pruner", type=optuna.pruners.BasePruner | None, default=None)
     try:
-        parsed = parser.instantiate_classes(parser.parse_path(str(path)))
+        parsed = parser.instantiate(parser.parse_path(str(path)))
     except Exception as e:  # jsonargparse's message names the key and the expected type
         message = " ".join(str(e).split())
         raise FashionLightningError(
