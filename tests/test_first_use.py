@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import COMMAND, config, flat
+from conftest import COMMAND, FittedRun, config, flat
 from PIL import Image
 from test_cli import assert_user_error
 
@@ -77,6 +77,19 @@ def test_a_config_of_only_some_options_says_how_to_stack_it(tiny_args, capsys, r
     assert_user_error(["fit", "--config=mine.yaml", *tiny_args], capsys, *words)
     stacked = fit([*tiny_args, "--config=mine.yaml"])  # fit() names the MLP recipe first
     assert stacked.trainer.max_epochs == 1 and stacked.trainer.current_epoch == 1
+
+
+def test_every_command_spells_the_data_folder_and_config_alike(
+    mlp_run: FittedRun, fake_data_dir: Path, capsys, run_dir: Path
+) -> None:
+    """--data.data_dir as fit spells it (--data_dir still works), and --config: a file of the
+    command's own options; a fit recipe there is told apart, by the name typed."""
+    own = run_dir / "export.yaml"
+    own.write_text(f"ckpt_path: {mlp_run.best}\nformat: torchscript\nout: {run_dir / 'm.pt'}\n")
+    written = cli_main(["export", f"--config={own}", f"--data.data_dir={fake_data_dir}"])
+    assert written == run_dir / "m.pt" and written.is_file()
+    words = ["--config mlp is a fit recipe", "reads the network and the data settings"]
+    assert_user_error(["report", "--config", "mlp", f"--ckpt_path={mlp_run.best}"], capsys, *words)
 
 
 def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path) -> None:

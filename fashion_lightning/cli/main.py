@@ -11,12 +11,14 @@ import inspect
 import sys
 from collections.abc import Callable
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin, get_type_hints
 
-from jsonargparse import ArgumentParser
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
 
 from fashion_lightning.cli.commands import COMMANDS, PROG
-from fashion_lightning.cli.recipes import with_recipe_paths
+from fashion_lightning.cli.recipes import RECIPES, with_recipe_paths
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, paragraph
 
 if TYPE_CHECKING:
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
 
 
 BOOLEANS = {"true", "false", "yes", "no", "on", "off"}  # values a switch may be given
+# fit, validate, test and predict's spelling, which the project's commands take too.
+ALIASES = {"--data.data_dir": "--data_dir"}
+OWN_CONFIG_HELP = "A YAML file of this command's own options (e.g. ckpt_path: ..., out: ...)."
+RECIPE_KEYS = {"model", "data", "trainer"}
 
 
 class CommandParser(ArgumentParser):
@@ -64,13 +70,42 @@ def run_command(name: str, args: list[str]) -> Any:
     parser = CommandParser(prog=f"{PROG} {name}", description=summary)
     args = as_typed(args, function)
     if not command.passes_on_unknown:
+        check_own_config(name, args, function)
+        parser.add_argument("--config", action=ActionConfigFile, help=OWN_CONFIG_HELP)
         parser.add_function_arguments(function)
         args = appending(args, options_typed(function, list))
-        return function(**parser.parse_args(args).as_dict())
+        options = parser.parse_args(args).as_dict()
+        options.pop("config", None)  # the files it read, not an option of the command
+        return function(**options)
     parser.add_function_arguments(function, skip={"fit_args"})
     own = {p for p in inspect.signature(function).parameters if p != "fit_args"}
     mine, fit_args = split_args(args, own)
     return function(**parser.parse_args(mine).as_dict(), fit_args=fit_args)
+
+
+def check_own_config(name: str, args: list[str], function: Callable[..., Any]) -> None:
+    """A --config given to a command that takes a checkpoint holds that command's options; a fit
+    recipe (model, data, trainer) there is a mix-up of two meanings, told as such."""
+    for path in config_paths(args):
+        try:
+            keys = set(yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError, UnicodeDecodeError, TypeError):
+            continue  # the parser reports a missing or broken file
+        if keys & RECIPE_KEYS and not keys & set(inspect.signature(function).parameters):
+            shown = Path(path).stem if Path(path).parent == RECIPES else path  # as typed
+            raise FashionLightningError(
+                f"--config {shown} is a fit recipe ({', '.join(sorted(keys & RECIPE_KEYS))}), but "
+                f"`{name}`'s --config holds its own options ("
+                f"{', '.join(p for p in inspect.signature(function).parameters)}). `{name}` reads "
+                f"the network and the data settings from the checkpoint (--ckpt_path), so it "
+                f"needs no recipe."
+            )
+
+
+def config_paths(args: list[str]) -> list[str]:
+    """The files given to --config, in order."""
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
+    return paths + [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
 
 
 def options_typed(function: Callable[..., Any], kind: type) -> set[str]:
@@ -91,6 +126,9 @@ def as_typed(args: list[str], function: Callable[..., Any]) -> list[str]:
     out: list[str] = []
     it = iter(enumerate(args))
     for i, arg in it:
+        option, equals, value = arg.partition("=")
+        if option in ALIASES and ALIASES[option].removeprefix("--") in names:
+            arg = ALIASES[option] + equals + value  # one spelling for every command
         name = arg.removeprefix("--")
         after = args[i + 1] if i + 1 < len(args) else None
         if not arg.startswith("--") or "=" in arg or name not in names:
