@@ -494,7 +494,7 @@ def test_a_wheel_install_trains_the_shipped_recipe(tiny_args, tmp_path_factory) 
     )
     (wheel,) = (work / "dist").glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", work / "site", wheel], check=True)
-    assert (work / "site" / "fashion_lightning" / "serve_page.html").is_file()  # package data
+    assert (work / "site" / "fashion_lightning" / "deploy" / "serve_page.html").is_file()  # data
     env = {**os.environ, "PYTHONPATH": str(work / "site")}  # the installed copy, not the repo's
     code = (
         "import fashion_lightning.__main__ as m, fashion_lightning.cli.recipes as c; "
