@@ -275,28 +275,6 @@ class ClassifierModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def reset(self) -> None:
-        self.correct: Tensor | int = 0
-        self.loss: Tensor | float = 0.0
-        self.seen = 0
-
-    @torch.no_grad()
-    def add(self, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
-        if not self.seen:  # then added to in place: five tensor ops a step, not eight
-            self.correct = torch.zeros((), dtype=torch.long, device=logits.device)
-            self.loss = torch.zeros((), device=logits.device)
-        self.correct += (logits.argmax(-1) == labels).sum()
-        self.loss.add_(loss, alpha=len(labels))
-        self.seen += len(labels)
-
-    def flush(self, accuracy: MeanMetric, mean_loss: MeanMetric) -> None:
-        """Add the epoch's means to `accuracy` and `mean_loss`, weighted by its samples, and
-        start again from zero."""
-        if self.seen:
-            accuracy.update(self.correct / self.seen, weight=self.seen)
-            mean_loss.update(self.loss / self.seen, weight=self.seen)
-        self.reset()
-
 
 def check_optimizer_options(options: OptimizerOptions) -> None:
     """Refuse option values no optimizer could use, naming the option."""
