@@ -157,7 +157,7 @@ def write_bad_uploads(folder: Path) -> dict[str, tuple[int, str]]:
         "broken.png": (422, "broken"),
         "blank.png": (422, "uniform"),
         "just_over.png": (413, "limit of 0.05 MB"),
-        "far_over.png": (413, "too large"),
+        "far_over.png": (413, "limit of 0.05 MB (serve --max_upload_mb)"),
     }
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import litserve as ls
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from jsonargparse.typing import (
@@ -28,10 +29,11 @@ from jsonargparse.typing import (
     PositiveInt,
     restricted_number_type,
 )
+from starlette.exceptions import HTTPException
 
 from fashion_lightning.deploy.parent_death import forked_children_die_with_their_parent
 from fashion_lightning.deploy.runtimes import ModelFile
-from fashion_lightning.deploy.serve_api import HOW_TO_SEND, PhotoClassifierAPI
+from fashion_lightning.deploy.serve_api import HOW_TO_SEND, PhotoClassifierAPI, too_large
 from fashion_lightning.errors import FashionLightningError
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
@@ -83,7 +85,20 @@ def build_server(
     )
     page = PAGE.read_text().replace("{{MAX_UPLOAD_BYTES}}", str(max_upload_bytes))
     replace_index(server.app, page, Depends(server.setup_auth()))
+    server.app.add_exception_handler(HTTPException, told_http_errors(max_upload_bytes))
     return server
+
+
+def told_http_errors(max_upload_bytes: int) -> Any:
+    """An HTTP error's answer, as FastAPI gives it, except LitServe's 413 for a body over the
+    limit ("Payload too large"), which names the limit and the option, as every answer does."""
+
+    async def handler(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 413:
+            return JSONResponse({"detail": too_large(max_upload_bytes)}, status_code=413)
+        return await http_exception_handler(request, error)
+
+    return handler
 
 
 def replace_index(app: FastAPI, page: str, auth: Any) -> None:
