@@ -1,6 +1,7 @@
 """Exported models (ONNX, TorchScript) give the checkpoint's calibrated probabilities and ood
 scores on real test images."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def test_export_matches_the_checkpoint(request, shared_fit, fmt, run, run_dir, t
     out = cli_main(["export", f"--ckpt_path={checkpoint}", f"--format={fmt}"])
     assert out == Path(checkpoint).with_suffix(SUFFIXES[fmt])  # beside the checkpoint
     assert not list(out.parent.glob(".*partial"))
+    if fmt == "onnx":  # the file alone says what it predicts and how to feed it
+        meta = onnxruntime.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+        assert json.loads(meta["classes"]) == list(idx.CLASS_NAMES) and "uint8" in meta["input"]
+        assert meta["producer"].startswith("fashion_lightning ") and meta["weights"] == "float32"
     for n in BATCH_SIZES:
         images = test_images[:n]
         (got, ood), want = run(out, images), expected_probs(checkpoint, images)
@@ -121,6 +126,8 @@ def test_int8_export_keeps_the_interface_and_the_classes_at_a_third_of_the_size(
 ) -> None:
     int8, float32 = int8_and_float_exports(mlp_fit.best, tmp_path)
     assert int8.stat().st_size <= float32.stat().st_size / 3
+    meta = onnxruntime.InferenceSession(str(int8)).get_modelmeta().custom_metadata_map
+    assert meta["weights"] == "int8" and "classes" in meta
     images = idx.load_split(fake_data_dir, "test")[0][:, None]  # (40, 1, 28, 28) uint8
     got, want = run_onnx(int8, images)[0], expected_probs(str(mlp_fit.best), images)
     assert got.shape == want.shape and got.dtype == np.float32

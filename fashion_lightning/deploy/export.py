@@ -10,8 +10,10 @@ name and renamed into place. `--quantize int8` (ONNX) writes the same interface 
 weights and activations (`quantize.py`), calibrated on the checkpoint's training images.
 """
 
+import json
 import warnings
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +22,7 @@ from torch import Tensor
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
+from fashion_lightning.data.idx import CLASS_NAMES
 from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.evaluation.inference import ProbabilityModel
 from fashion_lightning.training.checkpoint import load_model
@@ -62,6 +65,8 @@ def export(
             WRITERS[format](model, partial)
             if quantize:
                 quantize_in_place(partial, ckpt_path, data_dir)
+            if format == "onnx":
+                describe_onnx(partial, quantize)
     except OSError as e:
         raise FashionLightningError(
             f"--out {target}: cannot write there ({e.strerror}). Choose a file in a folder you can "
@@ -96,6 +101,27 @@ def write_onnx(model: ProbabilityModel, path: Path) -> None:
         verbose=False,
     )
     program.save(str(path), external_data=False)
+
+
+def describe_onnx(path: Path, quantize: str | None) -> None:
+    """Write into the ONNX file's metadata what it predicts and how to feed it, so the file alone
+    says so (onnxruntime: `session.get_modelmeta().custom_metadata_map`)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(
+        graph,
+        {
+            "classes": json.dumps(list(CLASS_NAMES)),
+            "input": "images: uint8 (N, 1, 28, 28), 0-255 as Fashion-MNIST stores them (a light "
+            "garment on a dark background); the graph normalizes them itself",
+            "outputs": "probabilities: float32 (N, 10), temperature-scaled, in the order of "
+            "`classes`; ood_score: float32 (N,), above 1 means not clothing",
+            "weights": "int8" if quantize else "float32",
+            "producer": f"fashion_lightning {version('fashion_lightning')}",
+        },
+    )
+    onnx.save(graph, str(path))
 
 
 def quantize_in_place(path: Path, ckpt_path: str, data_dir: str | None) -> None:
