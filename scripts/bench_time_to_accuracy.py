@@ -8,7 +8,7 @@ it, `python -m fashion_lightning fit --config RECIPE --seed_everything S`, in a 
 timed from outside, start to exit (start-up, fit and the final test on the official 10k test set).
 Seeds follow `repeat`'s convention (the recipe's seed + k; the validation split stays); each
 seed's test/acc and val/acc are read from its run folder by `runs`, and aggregated as `runs` does
-(mean and sample std). The targets are issue 18's, on the mean over seeds:
+(mean and sample std). The targets, on the mean over seeds:
 
     cnn_fast  >= 93.0%  whole command <= 1.3 tutorial epochs
     cnn       >= 94.0%  (the default: `fit` with no --config)      <= 6

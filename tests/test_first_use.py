@@ -1,8 +1,9 @@
-"""What a new user hit (issue 16), each pinned by a test that failed before its fix."""
+"""What a new user hits in a first hour, each pinned by a test that failed before its fix."""
 
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -165,6 +166,26 @@ def test_version_recipes_by_name_and_help(tiny_args, capsys) -> None:
     assert "cnn_fast" in err
     err = assert_user_error(["fit", "--trainer.max_epochs=x"], capsys, "fit --help")
     assert "SUBCOMMAND" not in err and "[options]" not in err
+
+
+PROBE = """import sys
+from fashion_lightning.cli.main import cli_main
+try:
+    cli_main([sys.argv[1]])
+except SystemExit:
+    pass
+print("imported:", sorted({"torch", "lightning"} & set(sys.modules)))"""
+
+
+def test_help_and_version_answer_at_once_naming_the_program() -> None:
+    """Neither imports torch or Lightning (seconds on 2 cores); --version names the program as
+    it was invoked."""
+    for flag in ("--help", "--version"):
+        run = subprocess.run([sys.executable, "-c", PROBE, flag], capture_output=True, text=True)
+        assert run.stdout.strip().endswith("imported: []"), run.stdout + run.stderr
+    script = Path(sys.executable).parent / "fashion-lightning"  # the console script
+    run = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("fashion-lightning 0.")
 
 
 def test_a_whole_number_limit_is_a_number_of_batches(tiny_args) -> None:

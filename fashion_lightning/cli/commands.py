@@ -7,13 +7,28 @@ Adding a command is one line here.
 """
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fashion_lightning.errors import FashionLightningError
 
-PROG = "python -m fashion_lightning"
+# The program as invoked: the console script, or `python -m fashion_lightning`.
+PROG = (
+    "fashion-lightning"
+    if Path(sys.argv[0]).name == "fashion-lightning"
+    else ("python -m fashion_lightning")
+)
+# Lightning's subcommands in one line each (its own lines are cut from docstrings mid-sentence).
+LIGHTNING_HELP = {
+    "fit": "Train a recipe (default: the CNN; `fit --help` lists them), then test its best checkpoint.",
+    "validate": "Evaluate a checkpoint (--ckpt_path FILE) on the validation split.",
+    "test": "Evaluate a checkpoint (--ckpt_path FILE) on the official test set.",
+    "predict": "Classify the test set, or your photos (--data.predict_path), with a checkpoint.",
+}
+DESCRIPTION = "Train, evaluate and use Fashion-MNIST classifiers with PyTorch Lightning."
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fashion_lightning.atomic import check_writable, writable_problem
-from fashion_lightning.cli.commands import COMMANDS, PROG
+from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP, PROG
 from fashion_lightning.cli.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
 from fashion_lightning.cli.refusals import refusals_as_paragraphs
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
@@ -58,14 +58,6 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 EVALUATION = ("validate", "test", "predict")
 # Names that `--ckpt_path` resolves itself rather than reading a file (only `fit` uses them).
 SPECIAL_CKPT_PATHS = {"best", "last", "hpc", "registry"}
-# Lightning's subcommands in one line each (its own lines are cut from docstrings mid-sentence).
-LIGHTNING_HELP = {
-    "fit": "Train a recipe (default: the CNN; `fit --help` lists them), then test its best checkpoint.",
-    "validate": "Evaluate a checkpoint (--ckpt_path FILE) on the validation split.",
-    "test": "Evaluate a checkpoint (--ckpt_path FILE) on the official test set.",
-    "predict": "Classify the test set, or your photos (--data.predict_path), with a checkpoint.",
-}
-DESCRIPTION = "Train, evaluate and use Fashion-MNIST classifiers with PyTorch Lightning."
 PARTIAL_CONFIG_HINT = (
     "Naming a --config replaces the default recipe, so a file that sets only some options (e.g. "
     "trainer: {max_epochs: 1}) names no network. Stack it on a recipe, later files overriding "

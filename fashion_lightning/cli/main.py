@@ -10,6 +10,7 @@ FILE.onnx` never loads torch.
 import inspect
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin, get_type_hints
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin, get_type_
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from fashion_lightning.cli.commands import COMMANDS, PROG
+from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP, PROG
 from fashion_lightning.cli.recipes import RECIPES, with_recipe_paths
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, paragraph
 
@@ -154,12 +155,28 @@ def appending(args: list[str], names: set[str]) -> list[str]:
     return out
 
 
+TOP_LEVEL_ONLY = ("-h", "--help", "--version")  # answered without importing torch or Lightning
+
+
+def top_level_parser() -> ArgumentParser:
+    """The program's own `--help` (every command in one line) and `--version`: the same lines as
+    the LightningCLI's top-level parser gives, without importing it."""
+    parser = CommandParser(prog=PROG, description=DESCRIPTION, version=version("fashion_lightning"))
+    commands = parser.add_subcommands(required=True, dest="command")
+    helps = {**LIGHTNING_HELP, **{name: command.help for name, command in COMMANDS.items()}}
+    for name, help_line in helps.items():
+        commands.add_subcommand(name, ArgumentParser(prog=f"{PROG} {name}"), help=help_line)
+    return parser
+
+
 def cli_main(args: "ArgsType" = None) -> Any:
     """Run the CLI on `args` (default: sys.argv); tests call this with a list of strings.
     A command of `COMMANDS` runs its function; fit, validate, test and predict run through the
     LightningCLI."""
     argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, list) and argv and argv[0] in TOP_LEVEL_ONLY:
+            top_level_parser().parse_args(argv)  # prints the help or the version, and exits
         if isinstance(argv, list) and argv and argv[0] in COMMANDS:
             return run_command(argv[0], with_recipe_paths(argv[1:]))
         from fashion_lightning.cli.lightning import make_cli  # Lightning, for fit/validate/...
