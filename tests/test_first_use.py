@@ -168,6 +168,16 @@ def test_version_recipes_by_name_and_help(tiny_args, capsys) -> None:
     assert "SUBCOMMAND" not in err and "[options]" not in err
 
 
+def test_without_a_terminal_the_progress_is_a_plain_line_per_epoch(tiny_args, capsys) -> None:
+    """A piped log (`fit ... > fit.log`) gets lines, not redrawn bars and escape codes."""
+    fit([*tiny_args, "--trainer.enable_progress_bar=true"])
+    out, err = capsys.readouterr()
+    assert not {"\r", "\x1b"} & set(out + err)  # the bars draw on stderr
+    epochs = [line for line in out.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["Epoch 1/2", "Epoch 2/2"]
+    assert all("val/acc" in line and "train/loss" in line for line in epochs)
+
+
 PROBE = """import sys
 from fashion_lightning.cli.main import cli_main
 try:

@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -67,7 +68,9 @@ class PredictionWriter(BasePredictionWriter):
         unusable = (
             f" ({failed} could not be used: see the error column)" if found and failed else ""
         )
-        print(f"Predictions for {what} written to {path}{unusable}")
+        bar = trainer.progress_bar_callback  # a line of its own, not glued to a bar's
+        say = bar.print if bar is not None and bar.is_enabled else print
+        say(f"Predictions for {what} written to {path}{unusable}")
 
 
 def photos_csv(folder: Path, source: Path, rank: str) -> Path:
@@ -258,12 +261,55 @@ class ProgressBar(TQDMProgressBar):
     at each epoch's last batch) instead of every n batches. A redraw formats the bar and its
     metrics, ~0.3 ms on a CPU: a fixed count redraws hundreds of times a second for a small
     network, filling a piped log, and rarely for a big one. Time keeps both at a few a second.
-    Evaluation bars redraw every batch, as Lightning's do: their batches are large."""
+    Evaluation bars redraw every batch, as Lightning's do: their batches are large.
 
-    def __init__(self, interval: float = 0.25) -> None:
+    Without a terminal (`fit ... > fit.log`, a batch job) a redrawn bar is a log full of `\r`
+    and escape codes: there it prints one plain line per epoch instead."""
+
+    def __init__(self, interval: float = 0.25, lines: bool | None = None) -> None:
+        """
+        Args:
+            interval: Seconds between two redraws of the training bar.
+            lines: One line per epoch instead of bars. Default: when stdout is no terminal.
+        """
         super().__init__(refresh_rate=1)
         self.interval = interval
+        self.lines = not sys.stdout.isatty() if lines is None else lines
         self._drawn = -math.inf
+        self._printed = 0  # the last epoch whose line was printed
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.lines:
+            self.disable()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._printed = trainer.fit_loop.epoch_progress.current.completed  # a resume's are done
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.print_epoch_line(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        self.print_epoch_line(trainer, pl_module)
+
+    def print_epoch_line(self, trainer, pl_module) -> None:
+        """The finished epoch's line (once the module has logged its epoch metrics, which it
+        does after the callbacks' `on_train_epoch_end`): at the next epoch's start, or the end."""
+        epoch = trainer.fit_loop.epoch_progress.current.completed
+        if not self.lines or not trainer.is_global_zero or epoch <= self._printed:
+            return
+        self._printed = epoch
+        metrics = self.get_metrics(trainer, pl_module)
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in metrics.items()
+            if k != "v_num"
+        )
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        print(f"Epoch {epoch}{total}: {shown}", flush=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()
