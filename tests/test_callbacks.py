@@ -24,7 +24,7 @@ def test_the_training_bar_redraws_by_time_and_at_each_epochs_end(
         lightnings(self, trainer, pl_module, outputs, batch, batch_idx)
 
     monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end", record)
-    bar = ProgressBar(interval=interval)
+    bar = ProgressBar(interval=interval, lines=False)  # the bars, as in a terminal
     trainer = L.Trainer(
         default_root_dir=tmp_path,
         callbacks=[bar],

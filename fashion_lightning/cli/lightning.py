@@ -54,6 +54,9 @@ warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 # Lightning 2.6's own use of an API torch 2.14 deprecates, printed on every command: not ours.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# The model summary counts bf16-mixed weights at 32 bits "instead": mixed precision keeps float32
+# weights, so that is what they are.
+warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model")
 
 EVALUATION = ("validate", "test", "predict")
 # Names that `--ckpt_path` resolves itself rather than reading a file (only `fit` uses them).
@@ -110,7 +113,11 @@ class FashionCLI(FencedLightningCLI):
         trainer = dict(config.get("trainer") or {})
         if self.subcommand in EVALUATION:
             trainer["logger"] = kwargs["logger"] = False
+            trainer["enable_checkpointing"] = kwargs["enable_checkpointing"] = False
             self.save_config_callback = None
+            # Evaluation restores a checkpoint's weights; the fit's callbacks (its checkpointing,
+            # weight averaging) and their saved states have nothing to do in it.
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
         recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
         callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,

@@ -240,7 +240,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Normalize (and, when training, augment) on the device. `predict` keeps the uint8
-        images: it runs the one inference path, which normalizes them itself."""
+        images: it runs the one inference path, which normalizes them itself. Images alone
+        (the model summary's example input) are normalized only."""
+        if isinstance(batch, Tensor):
+            return self.transform(batch)
         images, labels, index = batch
         trainer = self.trainer
         if trainer is not None and trainer.predicting:

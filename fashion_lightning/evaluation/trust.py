@@ -224,9 +224,17 @@ def gathered_outputs(
         return features.cpu(), logits.cpu()
     length = -(-len(images) // world)
     padded = [torch.nn.functional.pad(t, (0, 0, 0, length - len(t))) for t in (features, logits)]
-    # (world, length, D): image j * world + r is row j of rank r
-    gathered = [trainer.strategy.all_gather(t).transpose(0, 1) for t in padded]
+    # (world, length, D): image j * world + r is row j of rank r. torch's own collective:
+    # Lightning's `strategy.all_gather` goes through one torch deprecates (a FutureWarning).
+    gathered = [gather_ranks(t).transpose(0, 1) for t in padded]
     return tuple(t.reshape(world * length, -1)[: len(images)].cpu() for t in gathered)
+
+
+def gather_ranks(tensor: Tensor) -> Tensor:
+    """(world, *tensor.shape): every rank's `tensor`, the same shape on each."""
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
 
 
 def set_trust(pl_module: nn.Module, trust: dict | None) -> None:

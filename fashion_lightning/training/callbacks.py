@@ -309,7 +309,7 @@ class ProgressBar(TQDMProgressBar):
             if k != "v_num"
         )
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        print(f"Epoch {epoch}{total}: {shown}", flush=True)
+        print(f"Epoch {epoch}{total}" + (f": {shown}" if shown else ""), flush=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()

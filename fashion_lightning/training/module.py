@@ -140,6 +140,8 @@ class ClassifierModule(L.LightningModule):
         for name in ("test_ece", "test_ece_uncalibrated"):
             self.metrics[name] = MulticlassCalibrationError(num_classes, n_bins=ECE_BINS)
         set_trust(self, None)  # T = 1 and no ood score until fitted (trust.FitTrust)
+        # One image as the data stores it: the model summary counts the network's FLOPs on it.
+        self.example_input_array = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x) if self.training else tta_averaged(self.net, x, self.tta)
