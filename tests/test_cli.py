@@ -227,10 +227,17 @@ def test_corrupt_data_file_leaves_no_run_folder(
         (["--model.lr=0.1"], ["unrecognized", "--model.lr"]),  # no prefix match to lr_decay
         (["--data.batch_size=many"], ["batch_size", "many"]),
         (["--trainer.max_epochs=1.5"], ["max_epochs"]),
+        (["--trainer.max_epoch", "3"], ["Did you mean --trainer.max_epochs?"]),
+        (["--model.muon_lr=abc"], ["--model.muon_lr abc: expected float or null"]),
     ],
 )
 def test_bad_options_are_named(tiny_args, capsys, extra, words) -> None:
-    assert_user_error(["fit", config("mlp"), *tiny_args, *extra], capsys, *words)
+    err = assert_user_error(["fit", config("mlp"), *tiny_args, *extra], capsys, *words)
+    assert "<class" not in err and "Union subtypes" not in err
+
+
+def test_a_misspelled_option_of_a_project_command_gets_a_suggestion(capsys) -> None:
+    assert_user_error(["report", "--ckpt_pth", "x.ckpt"], capsys, "Did you mean --ckpt_path?")
 
 
 def test_unknown_key_in_a_config_file_is_named(tiny_args, capsys, run_dir: Path) -> None:

@@ -28,7 +28,7 @@ from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP
 from fashion_lightning.cli.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
 from fashion_lightning.cli.refusals import refusals_as_paragraphs
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
-from fashion_lightning.errors import FashionLightningError, exit_with_usage_error
+from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, option_names
 from fashion_lightning.internals import (
     FencedLightningCLI,
     default_config_path,
@@ -88,7 +88,7 @@ class ArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         if "required" in message and "model.net" in message:
             message = f"{message.rstrip('.')}. {PARTIAL_CONFIG_HINT}"
-        exit_with_usage_error(self.prog, message)
+        exit_with_usage_error(self.prog, message, option_names(self))
 
 
 class FashionCLI(FencedLightningCLI):

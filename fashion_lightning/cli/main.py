@@ -20,7 +20,12 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP, PROG
 from fashion_lightning.cli.recipes import RECIPES, with_recipe_paths
-from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, paragraph
+from fashion_lightning.errors import (
+    FashionLightningError,
+    exit_with_usage_error,
+    option_names,
+    paragraph,
+)
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType
@@ -40,7 +45,7 @@ class CommandParser(ArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse's own trial parses expect an exception
             super().error(message, ex)
-        exit_with_usage_error(self.prog, message)
+        exit_with_usage_error(self.prog, message, option_names(self))
 
 
 def split_args(args: list[str], own: set[str]) -> tuple[list[str], list[str]]:
