@@ -118,12 +118,20 @@ def test_a_runs_config_reruns_the_same_run(tiny_args, run_dir: Path, capsys) -> 
 
 
 def test_fit_without_a_logger_still_checkpoints_and_tests(tiny_args, capsys, run_dir) -> None:
-    cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.logger=false"])
-    best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
-    assert best.is_file() and best.parent.parent == run_dir / "lightning_logs"
-    out = capsys.readouterr().out
-    assert "Test accuracy:" in out and "TensorBoard" not in out
-    assert not list((run_dir / "lightning_logs").glob("version_*"))
+    """Each run without a logger gets its own folder: the next never overwrites its files."""
+    for version in (0, 1):
+        cli = cli_main(["fit", config("mlp"), *tiny_args, "--trainer.logger=false"])
+        best = Path(cli.trainer.checkpoint_callback.best_model_path).resolve()
+        run = run_dir / "lightning_logs" / f"version_{version}"
+        assert best.is_file() and best.parent.parent == run
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        out = capsys.readouterr().out
+        assert "Test accuracy:" in out and "TensorBoard" not in out
+    assert not list(run.glob("events.out.tfevents*"))
+    resumed = ["--trainer.logger=false", "--trainer.max_epochs=3", "--ckpt_path=last"]
+    cli = cli_main(["fit", config("mlp"), *tiny_args, *resumed])
+    assert Path(cli.trainer.default_root_dir) == Path("lightning_logs") / "version_1"  # its own
+    assert not (run_dir / "lightning_logs" / "version_2").exists()
 
 
 def test_fast_config_validates_only_at_the_end(tiny_args: list[str]) -> None:

@@ -95,6 +95,7 @@ class FashionCLI(FencedLightningCLI):
     """LightningCLI over `ClassifierModule` and `FashionMNISTDataModule`."""
 
     checkpoint: Checkpoint | None = None  # what --ckpt_path names, read once
+    run_folder: Path | None = None  # the logger-less run that `--ckpt_path last` resumes
     precision_chosen = False  # fit's precision picked for this hardware, not by the user
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
@@ -118,6 +119,10 @@ class FashionCLI(FencedLightningCLI):
             # Evaluation restores a checkpoint's weights; the fit's callbacks (its checkpointing,
             # weight averaging) and their saved states have nothing to do in it.
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+        if self.subcommand == "fit" and trainer.get("logger") in (False, None):
+            # Its config.yaml, status and checkpoints in a run folder of its own, as a logger's.
+            root = Path(trainer.get("default_root_dir") or ".")
+            kwargs["default_root_dir"] = str(self.run_folder or next_version_folder(root))
         recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
         callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
@@ -212,6 +217,8 @@ class FashionCLI(FencedLightningCLI):
             config.ckpt_path = None
             return
         run = found.parent.parent
+        if logger in (False, None) and run.name.startswith("version_"):
+            self.run_folder = run  # a run without a logger continues in its own folder too
         if init is not None and "version" in init and run.parent.resolve() == roots[0].resolve():
             version = run.name.removeprefix("version_")
             init.version = int(version) if version.isdigit() else run.name
@@ -267,6 +274,12 @@ class FashionCLI(FencedLightningCLI):
 
 
 announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
+
+
+def next_version_folder(root: Path) -> Path:
+    """`root`/version_N for the first N after every version folder there (a logger's or not)."""
+    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+    return root / f"version_{max(taken, default=-1) + 1}"
 
 
 def recipe_name(config: Namespace) -> str | None:
