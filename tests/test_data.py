@@ -145,7 +145,7 @@ def test_transform_round_trips_to_uint8(fake_data_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("val_size", 0),
+        ("val_size", -1),
         ("batch_size", 0),
         ("random_crop", -1),
         ("random_erasing", 1.5),

@@ -124,7 +124,12 @@ class FashionCLI(FencedLightningCLI):
             root = Path(trainer.get("default_root_dir") or ".")
             kwargs["default_root_dir"] = str(self.run_folder or next_version_folder(root))
         recipe = recipe_name(self.config[self.subcommand] if self.subcommand else self.config)
-        callbacks = [*(trainer.get("callbacks") or []), *project_callbacks(trainer, recipe)]
+        validates = getattr(self.datamodule, "val_size", 1) > 0
+        if self.subcommand == "fit" and not validates:
+            announce("--data.val_size 0: no validation; the best checkpoint is the last epoch's.")
+            kwargs["limit_val_batches"] = 0  # Lightning's way to validate nothing
+        project = project_callbacks(trainer, recipe, validates)
+        callbacks = [*(trainer.get("callbacks") or []), *project]
         # Training takes the hardware's fastest precision; evaluation stays float32 unless told,
         # so validate/test/predict give the same numbers as report, export and serve. A CLI
         # built without a subcommand builds a fit (tune's trials, the benchmarks): it trains.

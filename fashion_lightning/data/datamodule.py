@@ -127,7 +127,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 /usr/share/datasets/fashion-mnist, data/FashionMNIST/raw, then a download into data/.
             batch_size: Training batch size (per process under DDP).
             eval_batch_size: Batch size for validation, test and predict; larger is faster.
-            val_size: Training images held out for validation.
+            val_size: Training images held out for validation; 0 trains on all 60,000, with no
+                validation: then the best checkpoint is the last, and no calibration is fitted.
             seed: Seed of the train/validation split and of the shuffling order.
             random_crop: Training augmentation: pad by this many pixels and crop back to 28x28 at a
                 random offset (0 turns it off).
@@ -149,9 +150,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise FashionLightningError(f"--data.{name} is {value}; it must be at least 1.")
-        if not 0 < val_size < 60000:
+        if not 0 <= val_size < 60000:
             raise FashionLightningError(
-                f"--data.val_size is {val_size}; it must lie between 1 and 59999 (default 5000)."
+                f"--data.val_size is {val_size}; it must lie between 0 (no validation: train on "
+                f"all 60000) and 59999 (default 5000)."
             )
         for name, p in (("random_erasing", random_erasing), ("photometric", photometric)):
             if not 0.0 <= p <= 1.0:

@@ -28,10 +28,13 @@ def trainer_defaults() -> dict:
     }
 
 
-def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback]:
+def project_callbacks(
+    trainer: dict, recipe: str | None = None, validates: bool = True
+) -> list[Callback]:
     """The project's callbacks; some only make sense with checkpointing, a logger or a progress
     bar on. Built per run, since callbacks keep state (e.g. the best checkpoint). `recipe` (the
-    config file's name) is recorded in the run's status file."""
+    config file's name) is recorded in the run's status file. A fit that `validates` nothing
+    (--data.val_size 0) keeps its last epoch as its best checkpoint."""
     callbacks: list[Callback] = [
         PredictionWriter(),
         ExactResume(),
@@ -42,10 +45,10 @@ def project_callbacks(trainer: dict, recipe: str | None = None) -> list[Callback
     if trainer.get("enable_checkpointing") is not False:  # a ModelCheckpoint would raise
         callbacks += [
             ModelCheckpoint(
-                monitor="val/acc",
+                monitor="val/acc" if validates else None,
                 mode="max",
                 save_last=False,  # LastCheckpoint writes last.ckpt, at every epoch end and more
-                filename="epoch={epoch}-val_acc={val/acc:.4f}",
+                filename="epoch={epoch}-val_acc={val/acc:.4f}" if validates else "epoch={epoch}",
                 auto_insert_metric_name=False,
             ),
             EpochEndLastCheckpoint(),  # after it: last.ckpt names the epoch's best
