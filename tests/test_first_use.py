@@ -178,9 +178,7 @@ def test_without_a_terminal_the_progress_is_a_plain_line_per_epoch(tiny_args, ca
     assert all("val/acc" in line and "train/loss" in line for line in epochs)
 
 
-def test_val_size_0_trains_on_every_image_and_says_what_it_skips(
-    tiny_args, capsys, caplog
-) -> None:
+def test_val_size_0_trains_on_every_image_and_says_what_it_skips(tiny_args, capsys, caplog) -> None:
     cli = fit([*tiny_args, "--data.val_size=0"])
     assert "no validation; the best checkpoint is the last epoch's" in capsys.readouterr().out
     assert "No validation in this fit: the model stays uncalibrated" in caplog.text

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_resilience import send_signal
 
 from fashion_lightning.cli.main import cli_main
+from fashion_lightning.experiments import history
 from fashion_lightning.experiments import runs as runs_module
 from fashion_lightning.training.run_status import STATUS_FILE
 
@@ -213,3 +214,15 @@ def test_a_run_that_never_validated_has_no_val_acc(tmp_path: Path) -> None:
     found = runs_module.read_run(run, tmp_path)
     assert found.curve is None and found.row["val/acc"] is None
     assert found.row["test/acc"] == 0.875
+
+
+def test_a_csv_logged_run_has_its_curve_row_and_closing_line(tiny_args, run_dir, capsys) -> None:
+    """`runs` and `report` read a CSVLogger's metrics.csv as they read TensorBoard's events."""
+    csv_logger = "--trainer.logger=lightning.pytorch.loggers.CSVLogger"
+    cli = cli_main(["fit", config("mlp"), *tiny_args, csv_logger])
+    run = Path(cli.trainer.log_dir)
+    assert f"CSV logs: {run / 'metrics.csv'}" in capsys.readouterr().out
+    curves = history.run_history(run)  # what report's curves.png draws
+    assert list(curves["epoch"]) == [1, 2] and curves["val_acc"].notna().all()
+    row = runs_module.read_run(run.resolve(), run_dir).row
+    assert row["val/acc"] == pytest.approx(curves["val_acc"].max())

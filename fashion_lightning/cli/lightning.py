@@ -20,6 +20,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -272,13 +273,20 @@ class FashionCLI(FencedLightningCLI):
         log_dir = trainer.log_dir if trainer.logger else None
         lines = [test_line(results[0] if results else {}), best_line(trainer, best)]
         if log_dir:
-            lines.append(
-                f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir lightning_logs)"
-            )
+            lines.append(logs_line(trainer.logger, log_dir))
         announce("\n" + "\n".join(line for line in lines if line))
 
 
 announce = rank_zero_only(print)  # DDP's other processes parse the same arguments
+
+
+def logs_line(logger: Logger, log_dir: str) -> str:
+    """Where the run's logs are, and how to look at them, for the logger it ran with."""
+    if isinstance(logger, TensorBoardLogger):
+        return f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir {logger.save_dir or '.'})"
+    if isinstance(logger, CSVLogger):
+        return f"CSV logs: {Path(log_dir) / 'metrics.csv'}  (runs and report read it)"
+    return f"{type(logger).__name__} logs: {log_dir}"
 
 
 def next_version_folder(root: Path) -> Path:

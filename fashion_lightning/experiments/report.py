@@ -26,7 +26,7 @@ from fashion_lightning.evaluation import plots
 from fashion_lightning.evaluation.calibration import calibration_error, reliability
 from fashion_lightning.evaluation.inference import ProbabilityModel, predict_images
 from fashion_lightning.evaluation.robustness import CORRUPTIONS, corrupted
-from fashion_lightning.experiments.history import history_from_events
+from fashion_lightning.experiments.history import run_history
 from fashion_lightning.training.checkpoint import Checkpoint
 from fashion_lightning.training.module import ClassifierModule
 
@@ -58,7 +58,7 @@ def report(
     datamodule.load()
     images, labels = datamodule.splits["test"]
     probs = predict_images(model, images)[0].numpy()
-    history = history_from_events(checkpoint.path.resolve().parent.parent)
+    history = run_history(checkpoint.path.resolve().parent.parent)
     with StagingFolder(out_dir) as folder:
         write_report(folder, images[:, 0].numpy(), labels.numpy(), probs, history, ckpt_path)
         write_calibration(folder, classifier, labels.numpy(), probs)

@@ -24,7 +24,7 @@ import yaml
 
 from fashion_lightning.atomic import atomic_path
 from fashion_lightning.errors import FashionLightningError
-from fashion_lightning.experiments.history import history_from_events
+from fashion_lightning.experiments.history import run_history
 from fashion_lightning.training.run_status import STATES, STATUS_FILE, process_alive, read_status
 
 # A `running` run whose process is gone and whose heartbeat (written at each epoch end) is older
@@ -136,7 +136,7 @@ def read_run(folder: Path, root: Path) -> Run:
     """A run's row (see `runs`), settings and val/acc curve, whatever it is missing."""
     status = read_status(folder) or {}
     settings = read_settings(folder)
-    history = history_from_events(folder)
+    history = run_history(folder)
     validated = history is not None and "val_acc" in history
     curve = history[["epoch", "val_acc"]].dropna() if validated else None
     row = {
