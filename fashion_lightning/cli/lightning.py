@@ -9,6 +9,7 @@ status 2 (`cli.cli_main` prints them). `tune` builds its trials' fits here too.
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from importlib.metadata import version
@@ -283,7 +284,8 @@ announce = rank_zero_only(print)  # DDP's other processes parse the same argumen
 def logs_line(logger: Logger, log_dir: str) -> str:
     """Where the run's logs are, and how to look at them, for the logger it ran with."""
     if isinstance(logger, TensorBoardLogger):
-        return f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir {logger.save_dir or '.'})"
+        root = os.path.normpath(logger.root_dir)  # every run of this logger's folder
+        return f"TensorBoard logs: {log_dir}  (view: tensorboard --logdir {root})"
     if isinstance(logger, CSVLogger):
         return f"CSV logs: {Path(log_dir) / 'metrics.csv'}  (runs and report read it)"
     return f"{type(logger).__name__} logs: {log_dir}"
