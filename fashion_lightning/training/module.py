@@ -73,12 +73,12 @@ class ClassifierModule(L.LightningModule):
             lr_decay: Decay after warm-up, per step, to 0 at the last step.
             label_smoothing: Training-loss label smoothing; validation and test report plain
                 cross-entropy so their losses compare across configs.
-            tta_flip: Test-time augmentation: outside training, average the logits of each image
-                and its mirror image (costs a second forward pass; use with flip-trained nets).
-                The same as `tta: flip`, kept so that older configs and checkpoints load.
+            tta_flip: The older spelling of `tta: flip`, kept so that the configs and
+                checkpoints written before `tta` existed still load; use `tta`.
             tta: Test-time augmentation outside training (`fashion_lightning.evaluation.tta`): "none";
-                "flip" (as tta_flip); "flip_translate": also the mirror pair shifted by one
-                pixel up-left and down-right, weighted as airbench does (6 forward passes).
+                "flip": average the logits of each image and its mirror image (a second forward
+                pass; for flip-trained nets); "flip_translate": also the mirror pair shifted by
+                one pixel up-left and down-right, weighted as airbench does (6 forward passes).
             norm_lr_scale: Learning rate of every 1-D parameter (BatchNorm weights and biases,
                 layer biases) as a multiple of the optimizer's; airbench trains BatchNorm biases
                 at 64x the rate of the weights.
