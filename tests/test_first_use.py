@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import COMMAND, FittedRun, config, flat
+from conftest import COMMAND, FittedRun, config, flat, tiny_options
 from PIL import Image
 from test_cli import assert_user_error
 
@@ -186,6 +186,27 @@ def test_val_size_0_trains_on_every_image_and_says_what_it_skips(tiny_args, caps
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert best.name == "epoch=1.ckpt" and "test/acc" in cli.trainer.callback_metrics
     assert cli.model.temperature == 1.0
+
+
+@pytest.mark.slow  # real processes, as a user runs them: Python's default warning filters
+def test_ordinary_commands_print_no_warnings(fake_data_dir: Path, tmp_path: Path) -> None:
+    """A bf16 fit with its model summary, then each evaluation from another folder (where the
+    checkpoint's dirpath differs): not one warning on stderr."""
+    tiny = [a for a in tiny_options(fake_data_dir) if "precision" not in a and "summary" not in a]
+    fit_dir, elsewhere = tmp_path / "fit", tmp_path / "elsewhere"
+    for folder in (fit_dir, elsewhere):
+        folder.mkdir()
+    commands = [(fit_dir, ["fit", config("mlp"), *tiny, "--trainer.precision=bf16-mixed"])]
+    ckpt = fit_dir / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    for command in ("validate", "test", "predict"):
+        commands.append(
+            (elsewhere, [command, f"--ckpt_path={ckpt}", f"--data.data_dir={fake_data_dir}"])
+        )
+    for cwd, args in commands:
+        run = subprocess.run([*COMMAND, *args], cwd=cwd, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        warned = [line for line in run.stderr.splitlines() if "Warning" in line or ".py:" in line]
+        assert not warned, f"{args[0]}: {warned}"
 
 
 PROBE = """import sys
