@@ -11,7 +11,7 @@ CONFIG ?= configs/cnn.yaml
 train: setup data  ## Train the default model (the CNN), then test the best checkpoint
 	$(PY) -m fashion_lightning fit --config $(CONFIG)
 
-test: setup data  ## The fast test suite (about 2.5 minutes of pytest on 2 cores of an AMD EPYC Zen 3)
+test: setup data  ## The fast test suite (about 2 minutes of pytest on 2 cores of an AMD EPYC Zen 5)
 	$(PY) -m pytest -q
 
 test-slow: setup data browser  ## Real-data runs, 2-process DDP, real processes stopped by signals, tune's worker processes, the WRN's training, a live server, a browser
