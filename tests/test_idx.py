@@ -46,6 +46,14 @@ def _label_out_of_range(path: Path) -> None:
     write_idx(path.parent / "train-labels-idx1-ubyte.gz", np.full(96, 10, dtype=np.uint8))
 
 
+def _cut_in_header(path: Path) -> None:
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:10]))
+
+
+def _labels_as_images(path: Path) -> None:
+    write_idx(path, synthetic_split(96, 1)[1])
+
+
 def _short_payload(path: Path) -> None:
     data = gzip.decompress(path.read_bytes())[:-28]
     path.write_bytes(gzip.compress(data))
@@ -60,6 +68,8 @@ def _short_payload(path: Path) -> None:
         (_short_payload, "header promises"),
         (_fewer_labels, "do not belong together"),
         (_label_out_of_range, "label 10"),
+        (_cut_in_header, "truncated inside its header"),
+        (_labels_as_images, "expected (N, 28, 28) images"),
     ],
 )
 def test_bad_files_raise_one_clear_error(tmp_path: Path, damage, words: str) -> None:
@@ -102,6 +112,21 @@ def test_nothing_found_lists_every_place(run_dir: Path, monkeypatch: pytest.Monk
     assert "apt-get install dataset-fashion-mnist" in message and "download=True" in message
 
 
+def test_a_failed_download_leaves_no_folder_and_says_so(run_dir: Path, monkeypatch) -> None:
+    """No network: torchvision's download fails, its half-made folder goes, one paragraph."""
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.delenv(idx.ENV_VAR, raising=False)
+    monkeypatch.setattr(idx, "SEARCH_PATHS", [run_dir / "absent"])
+    monkeypatch.setattr(idx, "DOWNLOAD_ROOT", run_dir / "data")
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", no_network)
+    with pytest.raises(FashionLightningError, match="download into .* failed"):
+        idx.find_data_dir()
+    assert not (run_dir / "data").exists()
+
+
 def test_search_order_prefers_earlier_paths(tmp_path: Path, monkeypatch) -> None:
     first, second = write_dataset(tmp_path / "first"), write_dataset(tmp_path / "second")
     monkeypatch.delenv(idx.ENV_VAR, raising=False)
@@ -117,7 +142,7 @@ def test_reader_matches_torchvision_on_real_files(
     assert len(images) == (60000 if split == "train" else 10000)
     raw = {}
     for name in idx.FILES[split]:  # torchvision's readers take uncompressed files only
-        source = idx._find_file(real_data_dir, name)
+        source = idx.find_file(real_data_dir, name)
         with gzip.open(source) if source.suffix == ".gz" else open(source, "rb") as f:
             (tmp_path / name).write_bytes(f.read())
         raw[name] = tmp_path / name

@@ -420,9 +420,11 @@ def test_ctrl_c_in_a_terminal_stops_serve_quietly(checkpoint: Path, tmp_path: Pa
 # --- Batching, and serving an exported ONNX model -------------------------------------------
 
 
-def form(path: Path) -> FormData:
-    """A parsed multipart form holding `path` as the field `file`, as LitServe hands it over."""
-    return FormData({"file": UploadFile(io.BytesIO(path.read_bytes()), filename=path.name)})
+def form(path: Path, **fields: str) -> FormData:
+    """A parsed multipart form holding `path` as the field `file` (and any other `fields`), as
+    LitServe hands it over."""
+    upload = UploadFile(io.BytesIO(path.read_bytes()), filename=path.name)
+    return FormData({"file": upload, **fields})
 
 
 def test_one_batch_answers_each_photo_as_alone_and_refuses_only_the_bad_one(
@@ -442,6 +444,13 @@ def test_one_batch_answers_each_photo_as_alone_and_refuses_only_the_bad_one(
             continue
         got, want = answer.outputs["probabilities"], alone.outputs["probabilities"]
         assert got.shape == (10,) and np.abs(got - want).max() < 1e-6
+    asked = api.predict([api.decode_request(form(files[0], return_image="1"))])[0]  # the page's
+    body = api.encode_response(asked)  # the JSON a client gets, as a worker encodes it
+    assert body["class"] == idx.CLASS_NAMES[int(asked.outputs["probabilities"].argmax())]
+    seen = Image.open(io.BytesIO(base64.b64decode(body["model_input_png"])))
+    assert seen.size == (28, 28)  # the image the model saw, for the page
+    refused = api.encode_response(batch[2])
+    assert refused.status_code == 422 and b"not an image" in refused.body
 
 
 @pytest.fixture(scope="module")

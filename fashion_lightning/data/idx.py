@@ -101,7 +101,7 @@ def _read_bytes(path: Path) -> bytearray:
 
 def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 28, 28) and labels (N,), both uint8, of the `train` or `test` split in `folder`."""
-    image_file, label_file = (_find_file(Path(folder), name) for name in FILES[split])
+    image_file, label_file = (find_file(Path(folder), name) for name in FILES[split])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise FashionLightningError(
@@ -122,7 +122,8 @@ def load_split(folder: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _find_file(folder: Path, name: str) -> Path:
+def find_file(folder: Path, name: str) -> Path:
+    """The IDX file `name` in `folder`, gzipped (`name.gz`) or not."""
     for candidate in (folder / f"{name}.gz", folder / name):
         if candidate.is_file():
             return candidate
