@@ -258,9 +258,9 @@ class TensorBoardImages(Callback):
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, with the training bar redrawn at most every `interval` seconds (and
-    at each epoch's last batch) instead of every n batches. A redraw formats the bar and its
-    metrics, ~0.3 ms on a CPU: a fixed count redraws hundreds of times a second for a small
-    network, filling a piped log, and rarely for a big one. Time keeps both at a few a second.
+    at each epoch's last batch) instead of every n batches: a fixed count redraws hundreds of
+    times a second for a small network and rarely for a big one; time keeps both at a few a
+    second.
     Evaluation bars redraw every batch, as Lightning's do: their batches are large.
 
     Without a terminal (`fit ... > fit.log`, a batch job) a redrawn bar is a log full of `\r`
