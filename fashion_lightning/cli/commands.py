@@ -16,11 +16,8 @@ from typing import Any
 from fashion_lightning.errors import FashionLightningError
 
 # The program as invoked: the console script, or `python -m fashion_lightning`.
-PROG = (
-    "fashion-lightning"
-    if Path(sys.argv[0]).name == "fashion-lightning"
-    else ("python -m fashion_lightning")
-)
+INVOKED_AS_SCRIPT = Path(sys.argv[0]).name == "fashion-lightning"
+PROG = "fashion-lightning" if INVOKED_AS_SCRIPT else "python -m fashion_lightning"
 # Lightning's subcommands in one line each (its own lines are cut from docstrings mid-sentence).
 LIGHTNING_HELP = {
     "fit": "Train a recipe (default: the CNN; `fit --help` lists them), then test its best checkpoint.",

@@ -27,7 +27,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from fashion_lightning.atomic import check_writable, writable_problem
 from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP, PROG
-from fashion_lightning.cli.recipes import DEFAULT_RECIPE, recipe_names, with_recipe_paths
+from fashion_lightning.cli.recipes import (
+    DEFAULT_RECIPE,
+    config_paths,
+    recipe_names,
+    with_recipe_paths,
+)
 from fashion_lightning.cli.refusals import refusals_as_paragraphs
 from fashion_lightning.data.datamodule import FashionMNISTDataModule
 from fashion_lightning.errors import FashionLightningError, exit_with_usage_error, option_names
@@ -349,9 +354,7 @@ def evaluation_folder(checkpoint: Checkpoint | None) -> Path:
 def check_yaml_files(args: list[str]) -> None:
     """A --config file that is not valid YAML is named, with the line and column at fault
     (jsonargparse reports the error in `"<unicode string>"`)."""
-    paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
-    paths += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
-    for path in paths:
+    for path in config_paths(args):
         try:
             yaml.safe_load(Path(path).read_text())
         except (OSError, UnicodeDecodeError):

@@ -19,7 +19,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from fashion_lightning.cli.commands import COMMANDS, DESCRIPTION, LIGHTNING_HELP, PROG
-from fashion_lightning.cli.recipes import RECIPES, with_recipe_paths
+from fashion_lightning.cli.recipes import RECIPES, config_paths, with_recipe_paths
 from fashion_lightning.errors import (
     FashionLightningError,
     exit_with_usage_error,
@@ -92,26 +92,20 @@ def run_command(name: str, args: list[str]) -> Any:
 def check_own_config(name: str, args: list[str], function: Callable[..., Any]) -> None:
     """A --config given to a command that takes a checkpoint holds that command's options; a fit
     recipe (model, data, trainer) there is a mix-up of two meanings, told as such."""
+    own = list(inspect.signature(function).parameters)
     for path in config_paths(args):
         try:
             keys = set(yaml.safe_load(Path(path).read_text()) or {})
         except (OSError, yaml.YAMLError, UnicodeDecodeError, TypeError):
             continue  # the parser reports a missing or broken file
-        if keys & RECIPE_KEYS and not keys & set(inspect.signature(function).parameters):
+        if keys & RECIPE_KEYS and not keys & set(own):
             shown = Path(path).stem if Path(path).parent == RECIPES else path  # as typed
             raise FashionLightningError(
                 f"--config {shown} is a fit recipe ({', '.join(sorted(keys & RECIPE_KEYS))}), but "
-                f"`{name}`'s --config holds its own options ("
-                f"{', '.join(p for p in inspect.signature(function).parameters)}). `{name}` reads "
+                f"`{name}`'s --config holds its own options ({', '.join(own)}). `{name}` reads "
                 f"the network and the data settings from the checkpoint (--ckpt_path), so it "
                 f"needs no recipe."
             )
-
-
-def config_paths(args: list[str]) -> list[str]:
-    """The files given to --config, in order."""
-    paths = [b for a, b in zip(args, args[1:]) if a == "--config"]
-    return paths + [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
 
 
 def options_typed(function: Callable[..., Any], kind: type) -> set[str]:

@@ -42,3 +42,10 @@ def with_recipe_paths(argv: list[str]) -> list[str]:
         elif arg in CONFIG_OPTIONS and i + 1 < len(out) and not out[i + 1].startswith("-"):
             out[i + 1] = resolve_recipe(out[i + 1])
     return out
+
+
+def config_paths(argv: list[str]) -> list[str]:
+    """The files given to `--config` (or `-c`) in `argv`, in order."""
+    paths = [b for a, b in zip(argv, argv[1:]) if a in CONFIG_OPTIONS]
+    given = (a.partition("=") for a in argv)
+    return paths + [value for name, equals, value in given if equals and name in CONFIG_OPTIONS]

@@ -18,6 +18,7 @@ from fashion_lightning.errors import FashionLightningError
 from fashion_lightning.internals import model_from_checkpoint
 from fashion_lightning.moved import current_class_path, with_current_class_paths
 from fashion_lightning.training.module import ClassifierModule
+from fashion_lightning.training.run_status import read_status
 
 WRITTEN_BY = "Pass a .ckpt file written by `python -m fashion_lightning fit`."
 
@@ -147,7 +148,7 @@ def find_last_checkpoint(
 
 def run_is_of(run: Path, recipe: str | None, network: str | None) -> bool:
     """Whether the run folder `run` records no other recipe and no other network."""
-    recorded = read_yaml(run / "status.json").get("recipe")  # JSON is YAML
+    recorded = (read_status(run) or {}).get("recipe")
     config = read_yaml(run / "config.yaml")
     net = ((config.get("model") or {}).get("net") or {}) if isinstance(config, dict) else {}
     saved_network = net.get("class_path") if isinstance(net, dict) else None
@@ -157,7 +158,7 @@ def run_is_of(run: Path, recipe: str | None, network: str | None) -> bool:
 
 
 def read_yaml(path: Path) -> dict:
-    """A YAML (or JSON) file's mapping; {} when it is missing or not one."""
+    """A YAML file's mapping; {} when it is missing or not one."""
     try:
         loaded = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
